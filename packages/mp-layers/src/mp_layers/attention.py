@@ -1,0 +1,138 @@
+"""Magnitude-preserving cosine attention, feed-forward and transformer on token sequences `(b, n, d)`."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+from mp_layers._checks import check_balance, check_float, check_floating, check_int
+from mp_layers.functional import mp_silu, mp_sum, pixel_norm
+from mp_layers.weights import MPLinear
+
+__all__ = ["MPAttention", "MPFeedForward", "MPTransformer"]
+
+
+def _check_tokens(module: nn.Module, x: Tensor, dim: int) -> None:
+    check_floating("x", x)
+    if x.ndim != 3 or x.shape[-1] != dim:
+        raise ValueError(
+            f"{type(module).__name__}: expected tokens of shape (b, n, {dim}), got {tuple(x.shape)}"
+        )
+
+
+class MPAttention(nn.Module):
+    """Magnitude-preserving multi-head cosine attention with a residual: `(b, n, dim) -> (b, n, dim)`.
+
+    q, k, v come from one `MPLinear(dim, 3 * heads * dim_head)`; `num_mem_kv` learned memory
+    key/value pairs per head are prepended to k and v; q, k and v are pixel-normalised per head
+    (cosine attention, EDM2 section 2.3), so logits are bounded by `sqrt(dim_head)`. Attention runs
+    through `scaled_dot_product_attention` (flash / memory-efficient kernels where available).
+
+    The attention output of each head is pixel-normalised again before the output projection: a
+    softmax-weighted average of unit vectors is shorter than a unit vector (much shorter when the
+    attention is diffuse), which would shrink the block's output below unit magnitude. The result
+    is `mp_sum(x, to_out(out), mp_add_t)`, with `mp_add_t` the weight of the attention branch.
+    `heads * dim_head` need not equal `dim`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        heads: int = 4,
+        dim_head: int = 64,
+        num_mem_kv: int = 4,
+        mp_add_t: float = 0.3,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.dim = check_int("dim", dim)
+        self.heads = check_int("heads", heads)
+        self.dim_head = check_int("dim_head", dim_head)
+        self.num_mem_kv = check_int("num_mem_kv", num_mem_kv, minimum=0)
+        self.mp_add_t = check_balance("mp_add_t", mp_add_t)
+        self.dropout = check_float("dropout", dropout, low=0.0, high=1.0)
+        hidden = heads * dim_head
+        self.to_qkv = MPLinear(dim, 3 * hidden)
+        self.to_out = MPLinear(hidden, dim)
+        self.mem_kv = nn.Parameter(torch.randn(2, heads, num_mem_kv, dim_head))
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_tokens(self, x, self.dim)
+        qkv = self.to_qkv(x)
+        q, k, v = rearrange(qkv, "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads)
+        if self.num_mem_kv:
+            mem_k, mem_v = repeat(self.mem_kv.to(k.dtype), "kv h m d -> kv b h m d", b=x.shape[0])
+            k, v = torch.cat((mem_k, k), dim=-2), torch.cat((mem_v, v), dim=-2)
+        q, k, v = (pixel_norm(t, dim=-1) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0
+        )
+        out = rearrange(pixel_norm(out, dim=-1), "b h n d -> b n (h d)")
+        return mp_sum(x, self.to_out(out), self.mp_add_t)
+
+
+class MPFeedForward(nn.Module):
+    """Magnitude-preserving feed-forward block with a residual: `(b, n, dim) -> (b, n, dim)`.
+
+    `mp_sum(x, W2 mp_silu(W1 pixel_norm(x)), mp_add_t)` with `W1: dim -> mult * dim`,
+    `W2: mult * dim -> dim` forced-weight-normalised linear layers.
+    """
+
+    def __init__(self, dim: int, *, mult: float = 4, mp_add_t: float = 0.3) -> None:
+        super().__init__()
+        self.dim = check_int("dim", dim)
+        mult = check_float("mult", mult, low=0.0)
+        hidden = int(dim * mult)
+        if hidden < 1:
+            raise ValueError(f"mult: expected dim * mult >= 1, got {dim} * {mult}")
+        self.mp_add_t = check_balance("mp_add_t", mp_add_t)
+        self.proj_in = MPLinear(dim, hidden)
+        self.proj_out = MPLinear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_tokens(self, x, self.dim)
+        branch = self.proj_out(mp_silu(self.proj_in(pixel_norm(x, dim=-1))))
+        return mp_sum(x, branch, self.mp_add_t)
+
+
+class MPTransformer(nn.Module):
+    """`depth` pairs of `MPAttention` and `MPFeedForward`: `(b, n, dim) -> (b, n, dim)`."""
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        depth: int,
+        heads: int = 4,
+        dim_head: int = 64,
+        num_mem_kv: int = 4,
+        ff_mult: float = 4,
+        mp_add_t: float = 0.3,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        check_int("depth", depth)
+        self.layers = nn.ModuleList(
+            nn.ModuleList(
+                [
+                    MPAttention(
+                        dim,
+                        heads=heads,
+                        dim_head=dim_head,
+                        num_mem_kv=num_mem_kv,
+                        mp_add_t=mp_add_t,
+                        dropout=dropout,
+                    ),
+                    MPFeedForward(dim, mult=ff_mult, mp_add_t=mp_add_t),
+                ]
+            )
+            for _ in range(depth)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        for attention, feed_forward in self.layers:
+            x = feed_forward(attention(x))
+        return x

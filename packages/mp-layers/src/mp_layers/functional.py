@@ -1,0 +1,106 @@
+"""Magnitude-preserving operations of EDM2 (Karras et al. 2024, arXiv 2312.02696) as functions.
+
+Every function keeps the expected root-mean-square (RMS) magnitude of unit-variance inputs at 1.
+The modules in `mp_layers.layers` are thin wrappers around these.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mp_layers._checks import check_balance, check_eps, check_floating
+
+__all__ = ["mp_cat", "mp_silu", "mp_sum", "normalize", "pixel_norm"]
+
+# RMS of silu(x) for x ~ N(0, 1): dividing by it restores unit magnitude (EDM2 section 2.5, eq. 81).
+SILU_RMS = 0.596
+
+
+def _reduced_dims(x: Tensor, dim: int | Sequence[int] | None) -> tuple[int, ...]:
+    if dim is None:
+        if x.ndim < 2:
+            raise ValueError(
+                f"normalize: with dim=None the norm is taken over all but the first dimension, "
+                f"so x needs at least 2 dimensions, got shape {tuple(x.shape)}"
+            )
+        return tuple(range(1, x.ndim))
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, int) or not -x.ndim <= d < x.ndim:
+            raise ValueError(
+                f"normalize: expected dims in [{-x.ndim}, {x.ndim - 1}] for a tensor of "
+                f"shape {tuple(x.shape)}, got {dim!r}"
+            )
+    return dims
+
+
+def normalize(x: Tensor, dim: int | Sequence[int] | None = None, eps: float = 1e-4) -> Tensor:
+    """Scale `x` to unit RMS over `dim` (EDM2 eq. 30 / algorithm 1 `normalize`).
+
+    `x / (eps + ||x|| / sqrt(N))` with N the number of elements reduced over, so every slice has norm
+    `sqrt(N)` (up to eps). The norm and the division are computed in at least float32, the result is
+    returned in `x`'s dtype.
+
+    Args:
+        x: any tensor, e.g. a weight `(out, in, *kernel)` or activations `(b, c, ...)`.
+        dim: dimension(s) to normalise over; `None` means all but the first (one norm per output
+            unit of a weight, or per batch item).
+        eps: added to the RMS, guards against division by zero.
+
+    Returns:
+        Tensor of `x`'s shape and dtype.
+    """
+    check_floating("x", x)
+    eps = check_eps(eps)
+    dims = _reduced_dims(x, dim)
+    count = math.prod(x.shape[d] for d in dims)
+    compute_dtype = torch.promote_types(x.dtype, torch.float32)
+    norm = torch.linalg.vector_norm(x, dim=dims, keepdim=True, dtype=compute_dtype)
+    norm = torch.add(eps, norm, alpha=1.0 / math.sqrt(count))
+    return (x.to(compute_dtype) / norm).to(x.dtype)
+
+
+def pixel_norm(x: Tensor, dim: int = 1, eps: float = 1e-4) -> Tensor:
+    """Pixel normalisation (EDM2 eq. 30): unit RMS over the channel dimension `dim` at every position.
+
+    Shapes: `(b, c, *spatial)` with `dim=1`, or tokens `(b, n, d)` / heads `(b, h, n, d)` with
+    `dim=-1`. Returns a tensor of the same shape and dtype.
+    """
+    return normalize(x, dim=dim, eps=eps)
+
+
+def mp_silu(x: Tensor) -> Tensor:
+    """Magnitude-preserving SiLU (EDM2 eq. 81): `silu(x) / 0.596`, unit RMS for unit-normal `x`."""
+    return F.silu(check_floating("x", x)) / SILU_RMS
+
+
+def mp_sum(a: Tensor, b: Tensor, t: float = 0.5) -> Tensor:
+    """Magnitude-preserving sum (EDM2 eq. 88): `lerp(a, b, t) / sqrt((1 - t)^2 + t^2)`.
+
+    `t` is the weight of `b`: in a residual block call `mp_sum(skip, branch, t)` so that `t=0.3`
+    gives the branch 30 % of the mix, as in EDM2 (the reference `MPAdd` had this reversed).
+    `a` and `b` must broadcast against each other; the result has their broadcast shape.
+    """
+    t = check_balance("t", t)
+    return a.lerp(b, t) / math.sqrt((1.0 - t) ** 2 + t**2)
+
+
+def mp_cat(a: Tensor, b: Tensor, dim: int = 1, t: float = 0.5) -> Tensor:
+    """Magnitude-preserving concatenation (EDM2 eq. 103) along `dim`.
+
+    With `Na`, `Nb` the sizes of `a` and `b` along `dim` and `C = sqrt((Na + Nb) / ((1-t)^2 + t^2))`,
+    returns `cat(C (1-t) / sqrt(Na) * a, C t / sqrt(Nb) * b)`: unit-RMS inputs give a unit-RMS result,
+    and `t` balances the contribution of `b` against `a` independently of their sizes.
+    Shapes: `a` `(..., Na, ...)`, `b` `(..., Nb, ...)` → `(..., Na + Nb, ...)`.
+    """
+    t = check_balance("t", t)
+    size_a, size_b = a.shape[dim], b.shape[dim]
+    scale = math.sqrt((size_a + size_b) / ((1.0 - t) ** 2 + t**2))
+    weight_a = scale * (1.0 - t) / math.sqrt(size_a)
+    weight_b = scale * t / math.sqrt(size_b)
+    return torch.cat((a * weight_a, b * weight_b), dim=dim)

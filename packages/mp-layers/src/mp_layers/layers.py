@@ -1,0 +1,80 @@
+"""Parameter-free magnitude-preserving modules and the learned scalar gain (EDM2 section 2.5)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mp_layers._checks import check_balance, check_eps, check_float, check_int
+from mp_layers.functional import mp_cat, mp_silu, mp_sum, pixel_norm
+
+__all__ = ["Gain", "MPCat", "MPSiLU", "MPSum", "PixelNorm"]
+
+
+class MPSiLU(nn.Module):
+    """Magnitude-preserving SiLU, `silu(x) / 0.596` (EDM2 eq. 81). Any shape in, same shape out."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return mp_silu(x)
+
+
+class Gain(nn.Module):
+    """A learned scalar `g` (EDM2 section 2.3): `x * g`, with `g` initialised to `init` (default 0).
+
+    Placed after the last layer of a branch so that the branch starts switched off.
+    """
+
+    def __init__(self, init: float = 0.0) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.tensor(check_float("init", init)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gain
+
+
+class MPSum(nn.Module):
+    """Magnitude-preserving sum (EDM2 eq. 88); `forward(a, b)` gives `b` the weight `t`.
+
+    Use as `MPSum(t)(skip, branch)`. Reference name: `MPAdd(t)(branch, skip)`, whose `t` weighted the
+    skip instead: ours follows the paper.
+    """
+
+    def __init__(self, t: float = 0.5) -> None:
+        super().__init__()
+        self.t = check_balance("t", t)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return mp_sum(a, b, self.t)
+
+    def extra_repr(self) -> str:
+        return f"t={self.t}"
+
+
+class MPCat(nn.Module):
+    """Magnitude-preserving concatenation along `dim` (EDM2 eq. 103); `t` is the weight of `b`."""
+
+    def __init__(self, t: float = 0.5, dim: int = 1) -> None:
+        super().__init__()
+        self.t = check_balance("t", t)
+        self.dim = check_int("dim", dim, minimum=-(2**31))
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return mp_cat(a, b, dim=self.dim, t=self.t)
+
+    def extra_repr(self) -> str:
+        return f"t={self.t}, dim={self.dim}"
+
+
+class PixelNorm(nn.Module):
+    """Unit RMS over dimension `dim` at every position (EDM2 eq. 30). Same shape out."""
+
+    def __init__(self, dim: int = 1, eps: float = 1e-4) -> None:
+        super().__init__()
+        self.dim = check_int("dim", dim, minimum=-(2**31))
+        self.eps = check_eps(eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return pixel_norm(x, dim=self.dim, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, eps={self.eps}"

@@ -1,0 +1,163 @@
+"""Linear and convolution layers with forced weight normalisation (EDM2 section 2.3, algorithm 1).
+
+Every layer is bias-free. Its stored weight `(out, in, *kernel)` is kept at norm `sqrt(fan_in)` per
+output unit: in training mode each forward renormalises it in place (under `no_grad`), and every
+forward, training or not, uses `normalize(w) / sqrt(fan_in)`, so each output unit computes a
+unit-norm dot product and unit-variance inputs give unit-variance outputs. `fan_in` counts every
+input element of one output unit, the constant-ones channel of `concat_ones_to_input` included.
+Norms are taken in float32 whatever the parameter dtype; the weight is cast to the input's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mp_layers._checks import check_floating, check_int, check_kernel_size
+from mp_layers.functional import normalize
+
+__all__ = ["MPConv1d", "MPConv2d", "MPConv3d", "MPLinear"]
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+class _ForcedWeightNorm(nn.Module):
+    """Shared weight handling of `MPLinear` and `MPConv{1,2,3}d`.
+
+    `spatial_dims` is 0 for a linear layer; the weight has shape `(dim_out, dim_in + ones, *kernel)`.
+    """
+
+    spatial_dims: int = 0
+
+    def __init__(
+        self,
+        dim_in: int,
+        dim_out: int,
+        kernel_size: tuple[int, ...],
+        *,
+        concat_ones_to_input: bool = False,
+        init_dirac: bool = False,
+    ) -> None:
+        super().__init__()
+        self.dim_in = check_int("dim_in", dim_in)
+        self.dim_out = check_int("dim_out", dim_out)
+        for name, flag in (("concat_ones_to_input", concat_ones_to_input), ("init_dirac", init_dirac)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name}: expected a bool, got {type(flag).__name__} {flag!r}")
+        self.kernel_size = kernel_size
+        self.concat_ones_to_input = concat_ones_to_input
+        weight = torch.randn(dim_out, dim_in + int(concat_ones_to_input), *kernel_size)
+        if init_dirac:
+            if dim_in != dim_out:
+                raise ValueError(
+                    f"init_dirac: an identity layer needs dim_in == dim_out, got {dim_in} and {dim_out}"
+                )
+            weight = torch.zeros_like(weight)
+            centre = tuple(size // 2 for size in kernel_size)
+            index = torch.arange(dim_out)
+            weight[(index, index, *centre)] = 1.0
+            # Store it already normalised (row norm sqrt(fan_in)), so the effective weight is the
+            # identity from the first forward and renormalisation keeps it so.
+            weight *= math.sqrt(weight[0].numel())
+        self.weight = nn.Parameter(weight)
+
+    @property
+    def fan_in(self) -> int:
+        """Input elements feeding one output unit: `(dim_in + ones) * prod(kernel_size)`."""
+        return self.weight[0].numel()
+
+    def effective_weight(self) -> Tensor:
+        """The weight the layer applies, `normalize(w) / sqrt(fan_in)` in float32 (algorithm 1).
+
+        In training mode this first renormalises the stored weight in place (without gradient), which
+        is what keeps the effective learning rate constant (EDM2 section 2.3). Eval mode never
+        changes the parameter.
+        """
+        weight = self.weight.to(torch.float32)
+        if self.training:
+            with torch.no_grad():
+                self.weight.copy_(normalize(weight))
+        return normalize(weight) / math.sqrt(self.fan_in)
+
+    def extra_repr(self) -> str:
+        parts = [f"{self.dim_in}, {self.dim_out}"]
+        if self.kernel_size:
+            parts.append(f"kernel_size={self.kernel_size}")
+        if self.concat_ones_to_input:
+            parts.append("concat_ones_to_input=True")
+        return ", ".join(parts)
+
+
+class MPLinear(_ForcedWeightNorm):
+    """Magnitude-preserving linear layer: `(..., dim_in) -> (..., dim_out)`, no bias."""
+
+    def __init__(self, dim_in: int, dim_out: int) -> None:
+        super().__init__(dim_in, dim_out, ())
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_floating("x", x)
+        if x.ndim < 1 or x.shape[-1] != self.dim_in:
+            raise ValueError(
+                f"MPLinear: expected input of shape (..., {self.dim_in}), got {tuple(x.shape)}"
+            )
+        return F.linear(x, self.effective_weight().to(x.dtype))
+
+
+class _MPConvNd(_ForcedWeightNorm):
+    def __init__(
+        self,
+        dim_in: int,
+        dim_out: int,
+        kernel_size: int | tuple[int, ...],
+        *,
+        concat_ones_to_input: bool = False,
+        init_dirac: bool = False,
+    ) -> None:
+        super().__init__(
+            dim_in,
+            dim_out,
+            check_kernel_size(kernel_size, self.spatial_dims),
+            concat_ones_to_input=concat_ones_to_input,
+            init_dirac=init_dirac,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_floating("x", x)
+        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.dim_in:
+            spatial = ", ".join("?" * self.spatial_dims)
+            raise ValueError(
+                f"{type(self).__name__}: expected input of shape (b, {self.dim_in}, {spatial}), "
+                f"got {tuple(x.shape)}"
+            )
+        if self.concat_ones_to_input:
+            x = torch.cat((x, torch.ones_like(x[:, :1])), dim=1)
+        weight = self.effective_weight().to(x.dtype)
+        return _CONV[self.spatial_dims](x, weight, padding="same")
+
+
+class MPConv1d(_MPConvNd):
+    """Magnitude-preserving 1-D convolution, 'same' padding, no bias: `(b, in, t) -> (b, out, t)`.
+
+    `concat_ones_to_input` appends a constant-ones channel (a bias substitute, counted in fan-in);
+    `init_dirac` starts the layer as the identity (needs `dim_in == dim_out`).
+    """
+
+    spatial_dims = 1
+
+
+class MPConv2d(_MPConvNd):
+    """Magnitude-preserving 2-D convolution: `(b, in, h, w) -> (b, out, h, w)`. See `MPConv1d`."""
+
+    spatial_dims = 2
+
+
+class MPConv3d(_MPConvNd):
+    """Magnitude-preserving 3-D convolution: `(b, in, t, h, w) -> (b, out, t, h, w)`.
+
+    See `MPConv1d`; `kernel_size` may be an int or a `(kt, kh, kw)` tuple of odd sizes.
+    """
+
+    spatial_dims = 3
