@@ -1,0 +1,43 @@
+"""mp_layers.video: video files, datasets and a colour measure (extra `mp-layers[video]`).
+
+Files: `read_video` (.gif, .mp4, .webm, .avi, or a folder of numbered .png/.jpg frames →
+float32 RGB `(3, F, H, W)` in [0, 1]), `write_video` (.gif, .mp4; atomic), `video_grid` (a batch
+`(B, C, F, H, W)` tiled into one sample-sheet video), `count_frames`, `resize_center_crop`.
+Datasets: `VideoFolder` (clips on disk, with caption sidecars) and `MovingShapes` (the embedded
+synthetic default), whose items are dicts with the same keys `video`, `label`, `shape`, `text`,
+batched by `collate_videos`. Measure: `palette_color_accuracy` / `predict_palette_color` against
+the `MovingShapes` palette (`PALETTE`, `COLOR_NAMES`, `SHAPE_NAMES`).
+"""
+
+from mp_layers.video._color import COLOR_NAMES, LUMA_WEIGHTS, PALETTE
+from mp_layers.video.datasets import VideoFolder, collate_videos
+from mp_layers.video.io import (
+    FRAME_SUFFIXES,
+    VIDEO_SUFFIXES,
+    count_frames,
+    read_video,
+    resize_center_crop,
+    video_grid,
+    write_video,
+)
+from mp_layers.video.metrics import palette_color_accuracy, predict_palette_color
+from mp_layers.video.shapes import SHAPE_NAMES, MovingShapes
+
+__all__ = [
+    "COLOR_NAMES",
+    "FRAME_SUFFIXES",
+    "LUMA_WEIGHTS",
+    "PALETTE",
+    "SHAPE_NAMES",
+    "VIDEO_SUFFIXES",
+    "MovingShapes",
+    "VideoFolder",
+    "collate_videos",
+    "count_frames",
+    "palette_color_accuracy",
+    "predict_palette_color",
+    "read_video",
+    "resize_center_crop",
+    "video_grid",
+    "write_video",
+]
