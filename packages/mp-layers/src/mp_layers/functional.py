@@ -58,7 +58,7 @@ def normalize(x: Tensor, dim: int | Sequence[int] | None = None, eps: float = 1e
     check_floating("x", x)
     eps = check_eps(eps)
     dims = _reduced_dims(x, dim)
-    count = math.prod(x.shape[d] for d in dims)
+    count = math.prod([x.shape[d] for d in dims])
     compute_dtype = torch.promote_types(x.dtype, torch.float32)
     norm = torch.linalg.vector_norm(x, dim=dims, keepdim=True, dtype=compute_dtype)
     norm = torch.add(eps, norm, alpha=1.0 / math.sqrt(count))
@@ -84,9 +84,13 @@ def mp_sum(a: Tensor, b: Tensor, t: float = 0.5) -> Tensor:
 
     `t` is the weight of `b`: in a residual block call `mp_sum(skip, branch, t)` so that `t=0.3`
     gives the branch 30 % of the mix, as in EDM2 (the reference `MPAdd` had this reversed).
-    `a` and `b` must broadcast against each other; the result has their broadcast shape.
+    `a` and `b` must broadcast against each other; the result has their broadcast shape and
+    promoted dtype.
     """
     t = check_balance("t", t)
+    if a.dtype != b.dtype:  # e.g. an fp32 skip and a bf16 branch under autocast
+        dtype = torch.promote_types(a.dtype, b.dtype)
+        a, b = a.to(dtype), b.to(dtype)
     return a.lerp(b, t) / math.sqrt((1.0 - t) ** 2 + t**2)
 
 

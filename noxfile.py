@@ -1,0 +1,169 @@
+"""The CI matrix of the workspace. `uvx nox` runs the default sessions; `nox -l` lists them all.
+
+Default: lint, typecheck, tests (each package in its own environment), build (wheel + sdist, then
+installed alone), ranges (inter-package requirements). Not default: lowest (lowest direct
+dependency versions), bench (every package's benchmark scripts).
+
+Packages are discovered from packages/*/pyproject.toml. A missing interpreter is an error. On a
+machine whose interpreters live under pyenv, their folders are put on PATH here, so that nothing
+needs to be activated by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import nox
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # nox itself may run on 3.10
+    import tomli as tomllib
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "uv"
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["lint", "typecheck", "tests", "build", "ranges"]
+
+ROOT = Path(__file__).parent
+MAIN_PYTHON = "3.11"
+# mp-layers is the shared core: it is also tested on the oldest and newest supported Python.
+EXTRA_PYTHONS = {"mp-layers": ["3.10", "3.13"]}
+CORE = "mp-layers"
+
+
+def _expose_pyenv_interpreters() -> None:
+    """Put every pyenv-installed CPython 3.x on PATH (pyenv's shims only serve the active one)."""
+    versions = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    if not versions.is_dir():
+        return
+    folders = sorted(str(p / "bin") for p in versions.glob("3.*") if (p / "bin").is_dir())
+    os.environ["PATH"] = os.pathsep.join([*folders, os.environ.get("PATH", "")])
+
+
+_expose_pyenv_interpreters()
+
+
+def _read_project(folder: Path) -> dict:
+    with open(folder / "pyproject.toml", "rb") as file:
+        return tomllib.load(file)["project"]
+
+
+PACKAGES = {
+    _read_project(folder)["name"]: folder
+    for folder in sorted((ROOT / "packages").iterdir())
+    if (folder / "pyproject.toml").is_file()
+}
+TEST_MATRIX = [
+    (python, name) for name in PACKAGES for python in [MAIN_PYTHON, *EXTRA_PYTHONS.get(name, [])]
+]
+
+
+def _sync(session: nox.Session, *args: str) -> None:
+    """Install from uv.lock into the session's virtualenv (`--locked`: a stale lock is an error)."""
+    session.run_install(
+        "uv",
+        "sync",
+        "--locked",
+        "--no-default-groups",
+        f"--python={session.virtualenv.location}",
+        *args,
+        env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
+        external=True,
+    )
+
+
+@nox.session(python=MAIN_PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole repository."""
+    _sync(session, "--only-group=lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=MAIN_PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy over every package's src/."""
+    _sync(session, "--all-packages", "--all-extras", "--group=typecheck")
+    session.run("mypy", *(str(folder / "src") for folder in PACKAGES.values()))
+
+
+@nox.session
+@nox.parametrize(
+    ("python", "package"), TEST_MATRIX, ids=[f"{name}-{py}" for py, name in TEST_MATRIX]
+)
+def tests(session: nox.Session, package: str) -> None:
+    """One package's tests, in an environment holding only it, its dependencies and pytest."""
+    _sync(session, f"--package={package}", "--all-extras", "--group=test")
+    session.run("pytest", str(PACKAGES[package].relative_to(ROOT) / "tests"), *session.posargs)
+
+
+@nox.session(python=MAIN_PYTHON)
+@nox.parametrize("package", list(PACKAGES))
+def build(session: nox.Session, package: str) -> None:
+    """Build wheel + sdist without workspace sources, install the wheel alone, smoke-test it."""
+    out = Path(session.create_tmp()) / "dist"
+    shutil.rmtree(out, ignore_errors=True)
+    for name in dict.fromkeys([package, CORE]):
+        session.run(
+            "uv", "build", f"--package={name}", "--no-sources", f"--out-dir={out}", external=True
+        )
+    wheels = sorted(str(path) for path in out.glob("*.whl"))
+    if not list(out.glob("*.tar.gz")):
+        session.error(f"no sdist was built in {out}")
+    session.install(*wheels, "packaging")
+    session.run("python", str(ROOT / "tools" / "smoke_install.py"), package)
+
+
+@nox.session(python=False)
+def ranges(session: nox.Session) -> None:
+    """Every requirement on a workspace package has a bounded range admitting its current version."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    versions = {name: Version(_read_project(folder)["version"]) for name, folder in PACKAGES.items()}
+    problems = []
+    for name, folder in PACKAGES.items():
+        project = _read_project(folder)
+        requirements = list(project.get("dependencies", []))
+        for extra in project.get("optional-dependencies", {}).values():
+            requirements += extra
+        for text in requirements:
+            requirement = Requirement(text)
+            if requirement.name not in versions or requirement.name == name:
+                continue
+            operators = {spec.operator for spec in requirement.specifier}
+            wanted = versions[requirement.name]
+            if not operators & {">=", ">", "~="} or not operators & {"<", "~="}:
+                problems.append(f"{name}: '{text}' needs a lower and an upper bound")
+            elif not requirement.specifier.contains(wanted, prereleases=True):
+                problems.append(f"{name}: '{text}' does not admit {requirement.name} {wanted}")
+            else:
+                session.log(f"{name}: '{text}' admits {requirement.name} {wanted}")
+    if problems:
+        session.error("\n".join(problems))
+
+
+@nox.session(python=MAIN_PYTHON, default=False)
+@nox.parametrize("package", list(PACKAGES))
+def lowest(session: nox.Session, package: str) -> None:
+    """The package's tests against the lowest versions its requirements allow."""
+    specs = []
+    for name in dict.fromkeys([CORE, package]):
+        extras = ",".join(_read_project(PACKAGES[name]).get("optional-dependencies", {}))
+        specs.append(str(PACKAGES[name]) + (f"[{extras}]" if extras else ""))
+    session.install("--resolution=lowest-direct", *specs, "pytest")
+    session.run("pytest", str(PACKAGES[package].relative_to(ROOT) / "tests"), *session.posargs)
+
+
+@nox.session(python=MAIN_PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Run every packages/*/benchmarks/*.py script; each prints its own table."""
+    _sync(session, "--all-packages", "--all-extras")
+    for folder in PACKAGES.values():
+        for script in sorted((folder / "benchmarks").glob("*.py")):
+            session.log(f"== {script.relative_to(ROOT)}")
+            session.run("python", str(script), *session.posargs)
