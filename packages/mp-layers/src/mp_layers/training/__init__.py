@@ -1,0 +1,48 @@
+"""mp_layers.training (extra `mp-layers[train]`): one Accelerate-based training loop for all models.
+
+- `Trainer(model=, data=, optimizer_factory=, config=TrainerConfig(...), loss_fn=, lr_lambda=,
+  scheduler_factory=, sample_fn=)` and `Trainer.fit(resume=None | 'latest' | path) -> FitResult`:
+  gradient accumulation, clipping, mixed precision ('no', 'bf16', 'fp16'), EMA and post-hoc EMA
+  (ema-pytorch), GIF sample sheets, `metrics.csv` + `loss.png`, a tqdm bar on the main process.
+  The same script runs on CPU, one GPU, or many through `accelerate launch` / `torchrun`.
+- Checkpoints (`checkpoints/step-XXXXXXXXX/`): safetensors weights, optimizer / scheduler / scaler /
+  RNG state loaded with `weights_only=True`, `state.json`; written atomically, last K kept, and a
+  resumed run continues exactly as an uninterrupted one (deterministic `ResumableBatchSampler`).
+- CLI helpers shared by the model packages: `add_train_arguments`, `add_sample_arguments`,
+  `parse_train_args` (TOML `--config`), `trainer_config_from_args`, `make_dataset`.
+"""
+
+from mp_layers.training.checkpoint import latest_checkpoint, list_checkpoints, load_model_weights
+from mp_layers.training.cli import (
+    add_sample_arguments,
+    add_train_arguments,
+    load_toml_config,
+    make_dataset,
+    parse_train_args,
+    trainer_config_from_args,
+)
+from mp_layers.training.config import TrainerConfig
+from mp_layers.training.metrics import plot_loss, read_metrics
+from mp_layers.training.sampler import ResumableBatchSampler
+from mp_layers.training.samples import write_sample_sheet
+from mp_layers.training.trainer import FitResult, NonFiniteLossError, Trainer
+
+__all__ = [
+    "FitResult",
+    "NonFiniteLossError",
+    "ResumableBatchSampler",
+    "Trainer",
+    "TrainerConfig",
+    "add_sample_arguments",
+    "add_train_arguments",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_model_weights",
+    "load_toml_config",
+    "make_dataset",
+    "parse_train_args",
+    "plot_loss",
+    "read_metrics",
+    "trainer_config_from_args",
+    "write_sample_sheet",
+]

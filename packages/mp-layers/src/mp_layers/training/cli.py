@@ -1,0 +1,177 @@
+"""The `train` / `sample` command-line flags every model package shares, with TOML config files.
+
+A model package builds its parser, calls `add_train_arguments` (and adds its own flags), then
+`parse_train_args(argv, parser=parser)`. `--config FILE` reads a TOML file whose keys are flag names
+(`batch-size` or `batch_size`); flags given on the command line win over the file, the file wins
+over defaults, and unknown keys or wrongly typed values raise `ValueError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mp_layers.training.config import MIXED_PRECISION, TrainerConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the shared training flags (DESIGN.md section 4) to `parser` and return it.
+
+    `--data synthetic|PATH`, `--steps`, `--batch-size` (per process), `--lr`, `--out DIR`,
+    `--resume latest|PATH`, `--mixed-precision no|bf16|fp16`, `--config FILE`, plus `--seed`,
+    `--grad-accum-steps`, `--save-every`, `--sample-every`.
+    """
+    add = parser.add_argument
+    add("--data", default="synthetic", help="'synthetic' (MovingShapes) or a folder of videos")
+    add("--steps", type=int, default=10_000, help="optimizer steps in total")
+    add("--batch-size", type=int, default=8, help="samples per step and process")
+    add("--lr", type=float, default=1e-4, help="learning rate")
+    add("--out", default="runs/train", help="run folder (checkpoints, samples, metrics)")
+    add("--resume", default=None, help="'latest' or a checkpoint folder")
+    add("--mixed-precision", default="no", choices=MIXED_PRECISION, help="autocast precision")
+    add("--config", default=None, help="TOML file whose keys are these flags")
+    add("--seed", type=int, default=0, help="random seed")
+    add("--grad-accum-steps", type=int, default=1, help="micro-batches per optimizer step")
+    add("--save-every", type=int, default=1000, help="steps between checkpoints")
+    add("--sample-every", type=int, default=1000, help="steps between sample sheets (0: never)")
+    return parser
+
+
+def add_sample_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the shared sampling flags: `--checkpoint latest|PATH` (latest: newest under
+    `--out/checkpoints`), `--out DIR`, `--num-samples`, `--seed`, `--no-ema`, `--mixed-precision`,
+    `--config FILE`."""
+    add = parser.add_argument
+    add("--checkpoint", default="latest", help="'latest' (under --out) or a checkpoint folder")
+    add("--out", default="runs/train", help="run folder; samples go to OUT/samples")
+    add("--num-samples", type=int, default=16, help="videos to sample")
+    add("--seed", type=int, default=0, help="random seed")
+    add("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    add("--mixed-precision", default="no", choices=MIXED_PRECISION, help="autocast precision")
+    add("--config", default=None, help="TOML file whose keys are these flags")
+    return parser
+
+
+def parse_train_args(
+    argv: Sequence[str] | None = None, *, parser: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
+    """Parse `argv` with `parser` (default: a parser with `add_train_arguments`), merging the
+    TOML file named by `--config`: command line > file > defaults."""
+    if parser is None:
+        parser = add_train_arguments(argparse.ArgumentParser())
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        explicit = _explicit_dests(parser, argv)
+        for dest, value in load_toml_config(args.config, parser=parser).items():
+            if dest not in explicit:
+                setattr(args, dest, value)
+    return args
+
+
+def load_toml_config(path: str | Path, *, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Read a flat TOML file of flag values, checked against `parser`; returns {dest: value}."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--config: expected an existing TOML file, got {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"--config {path}: invalid TOML ({error})") from None
+    actions = {
+        action.dest: action
+        for action in parser._actions
+        if action.option_strings and action.dest not in ("help", "config")
+    }
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        dest = key.replace("-", "_")
+        if dest not in actions:
+            known = ", ".join(sorted(d.replace("_", "-") for d in actions))
+            raise ValueError(f"--config {path}: unknown key {key!r}; expected one of: {known}")
+        values[dest] = _check_value(path, key, value, actions[dest])
+    return values
+
+
+def _check_value(path: Path, key: str, value: Any, action: argparse.Action) -> Any:
+    expected: tuple[type, ...]
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        expected = (bool,)
+    elif action.type is int:
+        expected = (int,)
+    elif action.type is float:
+        expected = (int, float)
+    else:
+        expected = (str,)
+    if (isinstance(value, bool) and bool not in expected) or not isinstance(value, expected):
+        names = " or ".join(t.__name__ for t in expected)
+        raise ValueError(
+            f"--config {path}: key {key!r} expected {names}, got {type(value).__name__} {value!r}"
+        )
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(
+            f"--config {path}: key {key!r} expected one of {list(action.choices)}, got {value!r}"
+        )
+    return float(value) if action.type is float else value
+
+
+def _explicit_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests set on the command line: parse again with every default suppressed."""
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+        action.required = False
+    return set(vars(probe.parse_known_args(argv)[0]))
+
+
+def trainer_config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainerConfig:
+    """A `TrainerConfig` from parsed train flags; keyword `overrides` set any other field."""
+    values: dict[str, Any] = {
+        "out_dir": args.out,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "mixed_precision": args.mixed_precision,
+        "seed": args.seed,
+        "grad_accum_steps": args.grad_accum_steps,
+        "save_every": args.save_every,
+        "sample_every": args.sample_every,
+    }
+    values.update(overrides)
+    return TrainerConfig(**values)
+
+
+def make_dataset(
+    data: str | Path,
+    *,
+    image_size: int,
+    num_frames: int,
+    channels: int = 3,
+    num_videos: int = 1024,
+    seed: int = 0,
+    **folder_kwargs: Any,
+) -> Any:
+    """`MovingShapes` for `data == 'synthetic'`, else a `VideoFolder` over the folder `data`
+    (`folder_kwargs` go to `VideoFolder`, e.g. `random_flip=True`)."""
+    from mp_layers.video import MovingShapes, VideoFolder  # the [video] extra, imported on use
+
+    if str(data) == "synthetic":
+        if folder_kwargs:
+            raise ValueError(
+                f"make_dataset: VideoFolder options {sorted(folder_kwargs)} given with 'synthetic'"
+            )
+        return MovingShapes(
+            num_videos, image_size=image_size, num_frames=num_frames, channels=channels, seed=seed
+        )
+    path = Path(data)
+    if not path.is_dir():
+        raise ValueError(f"--data: expected 'synthetic' or an existing folder, got {str(data)!r}")
+    return VideoFolder(path, image_size=image_size, num_frames=num_frames, **folder_kwargs)

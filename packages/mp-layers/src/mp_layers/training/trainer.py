@@ -1,0 +1,464 @@
+"""`Trainer`: one training loop on HF Accelerate, from a laptop CPU to many GPUs."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import GradientAccumulationPlugin, gather_object, send_to_device, set_seed
+from safetensors.torch import load_model, save_model
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+from torch.utils.data import DataLoader, Dataset, default_collate
+from tqdm.auto import tqdm
+
+from mp_layers.training import checkpoint as ckpt
+from mp_layers.training.config import TrainerConfig
+from mp_layers.training.metrics import MetricsLog, plot_loss
+from mp_layers.training.sampler import ResumableBatchSampler
+from mp_layers.training.samples import write_sample_sheet
+
+if TYPE_CHECKING:
+    from ema_pytorch import EMA, PostHocEMA
+
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+SampleFn = Callable[[nn.Module], torch.Tensor]
+OptimizerFactory = Callable[[Any], Optimizer]
+SchedulerFactory = Callable[[Optimizer], LRScheduler]
+_FORMAT_VERSION = 1
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when `max_nonfinite_steps` consecutive steps had a non-finite loss or gradient."""
+
+
+@dataclass
+class FitResult:
+    """What `Trainer.fit` did: final step, per-step losses of this call (NaN for skipped steps),
+    total skipped steps of the run and the last checkpoint written or resumed from."""
+
+    step: int
+    losses: list[float] = field(default_factory=list)
+    skipped_steps: int = 0
+    checkpoint: Path | None = None
+
+
+class Trainer:
+    """Train `model` on `data` with Accelerate; resumable exactly from any checkpoint.
+
+    Args:
+        model: the network. Its parameters are optimised; EMA copies follow it.
+        data: a map-style `Dataset` (recommended: batched by the deterministic, sharded
+            `ResumableBatchSampler`, so resume is exact) or a `DataLoader` (sharded by Accelerate,
+            resumed by skipping consumed batches; exact only if its order is deterministic).
+        optimizer_factory: `params -> Optimizer`, e.g. `partial(torch.optim.Adam, lr=1e-3)`.
+        config: a `TrainerConfig` (defaults if omitted).
+        loss_fn: `loss_fn(model, batch) -> scalar tensor`; it must call `model(...)` (the
+            Accelerate/DDP-wrapped model). Omitted: `model(batch)` must return the loss.
+        lr_lambda: `step -> lr multiplier` (a `LambdaLR`); `step` counts optimizer steps.
+        scheduler_factory: `optimizer -> LRScheduler`, stepped once per optimizer step (exclusive
+            with `lr_lambda`).
+        sample_fn: `sample_fn(model) -> videos (B, C, F, H, W)` in [0, 1], called on the main
+            process every `config.sample_every` steps with the EMA model (or the model) in eval mode
+            under `torch.no_grad()`; written to `out_dir/samples/step-XXXXXXXXX.gif`.
+        collate_fn: batch collation for a `Dataset` (default `torch.utils.data.default_collate`,
+            which stacks tensors and keeps strings as lists).
+
+    Batches are moved to the device with `accelerate.utils.send_to_device`. The run writes only on
+    the main process: `checkpoints/`, `samples/`, `metrics.csv`, `loss.png`, `post_hoc_ema/`.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        data: Dataset[Any] | DataLoader[Any],
+        optimizer_factory: OptimizerFactory,
+        config: TrainerConfig | None = None,
+        loss_fn: LossFn | None = None,
+        lr_lambda: Callable[[int], float] | None = None,
+        scheduler_factory: SchedulerFactory | None = None,
+        sample_fn: SampleFn | None = None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(data, DataLoader) and not (
+            hasattr(data, "__len__") and hasattr(data, "__getitem__")
+        ):
+            raise TypeError(
+                f"data: expected a map-style Dataset or a DataLoader, got {type(data).__name__}"
+            )
+        if isinstance(data, DataLoader) and collate_fn is not None:
+            raise ValueError("collate_fn: expected None when data is a DataLoader (it has its own)")
+        for name, fn in (
+            ("optimizer_factory", optimizer_factory),
+            ("loss_fn", loss_fn),
+            ("lr_lambda", lr_lambda),
+            ("scheduler_factory", scheduler_factory),
+            ("sample_fn", sample_fn),
+            ("collate_fn", collate_fn),
+        ):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
+        if lr_lambda is not None and scheduler_factory is not None:
+            raise ValueError("lr_lambda and scheduler_factory: expected at most one, got both")
+        config = TrainerConfig() if config is None else config
+        if not isinstance(config, TrainerConfig):
+            raise TypeError(f"config: expected a TrainerConfig, got {type(config).__name__}")
+        if config.sample_every and sample_fn is None:
+            raise ValueError(f"sample_every={config.sample_every} needs a sample_fn, got None")
+
+        self.config = config
+        self.out_dir = Path(config.out_dir)
+        self.loss_fn = loss_fn
+        self.sample_fn = sample_fn
+        self.collate_fn = collate_fn or default_collate
+        self.data = data
+        self.accelerator = Accelerator(
+            mixed_precision=config.mixed_precision,
+            cpu=config.cpu,
+            gradient_accumulation_plugin=GradientAccumulationPlugin(
+                num_steps=config.grad_accum_steps, sync_with_dataloader=False
+            ),
+        )
+        accelerator = self.accelerator
+        set_seed(config.seed, device_specific=True)
+
+        # EMA copies live on the main process only (they are saved and sampled there). They are
+        # made before `prepare`, which may patch `model.forward` with autocast.
+        self.ema: EMA | None = None
+        self.post_hoc_ema: PostHocEMA | None = None
+        if accelerator.is_main_process:
+            self._make_ema(model)
+        optimizer = optimizer_factory(model.parameters())
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(
+                f"optimizer_factory: expected it to return a torch Optimizer, "
+                f"got {type(optimizer).__name__}"
+            )
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        for ema in (self.ema, self.post_hoc_ema):
+            if ema is not None:
+                ema.to(accelerator.device)
+        # The scheduler is deliberately not passed to `prepare`: Accelerate would step it once per
+        # process per step, while `lr_lambda(step)` here means optimizer steps on any world size.
+        self.scheduler: LRScheduler | None = None
+        if lr_lambda is not None:
+            self.scheduler = LambdaLR(self.optimizer.optimizer, lr_lambda)
+        elif scheduler_factory is not None:
+            self.scheduler = scheduler_factory(self.optimizer.optimizer)
+
+        self.step = 0
+        self.batches_consumed = 0
+        self.skipped_steps = 0
+        self.consecutive_nonfinite = 0
+        self.checkpoint_dir = self.out_dir / "checkpoints"
+        self.metrics = MetricsLog(self.out_dir / "metrics.csv")
+
+    def _make_ema(self, model: nn.Module) -> None:
+        config = self.config
+        if config.ema_beta is not None:
+            from ema_pytorch import EMA
+
+            self.ema = EMA(
+                model,
+                beta=config.ema_beta,
+                update_after_step=config.ema_update_after_step,
+                update_every=config.ema_update_every,
+                include_online_model=False,
+            )
+        if config.post_hoc_ema_sigma_rels:
+            from ema_pytorch import PostHocEMA
+
+            self.post_hoc_ema = PostHocEMA(
+                model,
+                sigma_rels=config.post_hoc_ema_sigma_rels,
+                checkpoint_every_num_steps=config.post_hoc_ema_every,
+                checkpoint_folder=str(self.out_dir / "post_hoc_ema"),
+            )
+
+    @property
+    def unwrapped_model(self) -> nn.Module:
+        """The bare model (without DDP or other wrappers)."""
+        model: nn.Module = self.accelerator.unwrap_model(self.model)
+        return model
+
+    # ------------------------------------------------------------------ data
+
+    def _batches(self) -> Iterator[Any]:
+        """Endless batches for this process, starting at `self.batches_consumed`."""
+        accelerator = self.accelerator
+        if isinstance(self.data, DataLoader):
+            prepared = accelerator.prepare_data_loader(self.data)
+            epoch, skip = divmod(self.batches_consumed, len(prepared))
+            while True:
+                prepared.set_epoch(epoch)
+                yield from accelerator.skip_first_batches(prepared, skip) if skip else prepared
+                epoch, skip = epoch + 1, 0
+        sampler = ResumableBatchSampler(
+            num_samples=len(self.data),
+            batch_size=self.config.batch_size,
+            seed=self.config.seed,
+            rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
+            start_batch=self.batches_consumed,
+        )
+        loader = DataLoader(
+            self.data,
+            batch_sampler=sampler,
+            collate_fn=self.collate_fn,
+            num_workers=self.config.num_workers,
+            pin_memory=accelerator.device.type == "cuda",
+            # Its own generator: creating the iterator must not draw from the global RNG, or a
+            # resumed run's random stream would be shifted by one draw.
+            generator=torch.Generator().manual_seed(self.config.seed + self.batches_consumed),
+        )
+        yield from loader
+
+    # ------------------------------------------------------------------ one step
+
+    def _compute_loss(self, batch: Any) -> torch.Tensor:
+        loss = self.model(batch) if self.loss_fn is None else self.loss_fn(self.model, batch)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            got = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"loss: expected a scalar tensor, got {got}")
+        return loss.reshape(())
+
+    def _train_step(self, batches: Iterator[Any]) -> tuple[float, float | None, bool]:
+        """Accumulate `grad_accum_steps` micro-batches, then step unless the loss (mean over
+        micro-batches and processes) or the clipped gradient norm is non-finite."""
+        accelerator, config = self.accelerator, self.config
+        total = torch.zeros((), device=accelerator.device)
+        for _ in range(config.grad_accum_steps):
+            batch = send_to_device(next(batches), accelerator.device, non_blocking=True)
+            self.batches_consumed += 1
+            with accelerator.accumulate(self.model):
+                loss = self._compute_loss(batch)
+                accelerator.backward(loss)
+            total += loss.detach().float()
+        mean_loss = accelerator.reduce(total / config.grad_accum_steps, reduction="mean")
+        loss_value = float(mean_loss.item())
+        grad_norm: float | None = None
+        finite = math.isfinite(loss_value)
+        if finite and config.max_grad_norm is not None:
+            grad_norm = float(
+                accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+            )
+            # Under fp16 an infinite norm is the loss scaler's business (it skips and rescales).
+            finite = math.isfinite(grad_norm) or config.mixed_precision == "fp16"
+        if finite:
+            self.optimizer.step()
+            if self.scheduler is not None and not accelerator.optimizer_step_was_skipped:
+                self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, grad_norm, finite
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "format_version": _FORMAT_VERSION,
+            "step": self.step,
+            "batches_consumed": self.batches_consumed,
+            "skipped_steps": self.skipped_steps,
+            "consecutive_nonfinite": self.consecutive_nonfinite,
+            "world_size": self.accelerator.num_processes,
+            "config": self.config.to_dict(),
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint of the current step (collective: call on every process).
+
+        Returns its folder on the main process and `None` elsewhere."""
+        accelerator = self.accelerator
+        rng_states = gather_object([ckpt.capture_rng_state()])
+        path = None
+        if accelerator.is_main_process:
+            self.metrics.flush()
+
+            def write(folder: Path) -> None:
+                save_model(self.unwrapped_model, str(folder / "model.safetensors"))
+                if self.ema is not None:
+                    save_model(self.ema, str(folder / "ema.safetensors"))
+                if self.post_hoc_ema is not None:
+                    save_model(self.post_hoc_ema, str(folder / "post_hoc_ema.safetensors"))
+                torch.save(self.optimizer.optimizer.state_dict(), folder / "optimizer.pt")
+                if self.scheduler is not None:
+                    torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
+                if accelerator.scaler is not None:
+                    torch.save(accelerator.scaler.state_dict(), folder / "scaler.pt")
+                torch.save(rng_states, folder / "rng.pt")
+
+            path = ckpt.write_checkpoint(
+                self.checkpoint_dir,
+                step=self.step,
+                write=write,
+                state=self._state(),
+                keep_last=self.config.keep_last,
+            )
+        accelerator.wait_for_everyone()
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore model, EMA, optimizer, scheduler, scaler, RNG and data position from `path`."""
+        accelerator = self.accelerator
+        path = Path(path)
+        state = ckpt.read_state(path)
+        load_model(self.unwrapped_model, str(path / "model.safetensors"))
+        for module, name in ((self.ema, "ema"), (self.post_hoc_ema, "post_hoc_ema")):
+            file = path / f"{name}.safetensors"
+            if module is not None:
+                if not file.is_file():
+                    raise ValueError(f"checkpoint {path}: {name} is enabled but {file} is missing")
+                load_model(module, str(file), device=str(accelerator.device))
+        self.optimizer.optimizer.load_state_dict(ckpt.load_tensors(path / "optimizer.pt"))
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(ckpt.load_tensors(path / "scheduler.pt"))
+        if accelerator.scaler is not None and (path / "scaler.pt").is_file():
+            accelerator.scaler.load_state_dict(ckpt.load_tensors(path / "scaler.pt"))
+        rng_states = ckpt.load_tensors(path / "rng.pt")
+        if state["world_size"] != accelerator.num_processes:
+            accelerator.print(
+                f"warning: checkpoint written by {state['world_size']} processes, resuming on "
+                f"{accelerator.num_processes}: data order and RNG streams will differ"
+            )
+        ckpt.restore_rng_state(rng_states[accelerator.process_index % len(rng_states)])
+        self.step = int(state["step"])
+        self.batches_consumed = int(state["batches_consumed"])
+        self.skipped_steps = int(state["skipped_steps"])
+        self.consecutive_nonfinite = int(state["consecutive_nonfinite"])
+
+    def _resolve_resume(self, resume: str | Path | None) -> Path | None:
+        if resume is None:
+            if ckpt.list_checkpoints(self.checkpoint_dir):
+                raise ValueError(
+                    f"resume: {self.checkpoint_dir} already holds checkpoints; expected "
+                    "resume='latest' (or a checkpoint path) or an empty out_dir, got None"
+                )
+            return None
+        if str(resume) == "latest":
+            return ckpt.latest_checkpoint(self.checkpoint_dir)  # None: nothing yet, start fresh
+        path = Path(resume)
+        if not (path / ckpt.STATE_FILE).is_file():
+            raise ValueError(f"resume: expected 'latest' or a checkpoint folder, got {resume}")
+        return path
+
+    # ------------------------------------------------------------------ sampling
+
+    def sample(self) -> Path | None:
+        """Call `sample_fn` with the EMA model (or the model) and write the GIF sheet (main
+        process only; returns its path there, `None` elsewhere)."""
+        if self.sample_fn is None or not self.accelerator.is_main_process:
+            return None
+        model: nn.Module = self.unwrapped_model
+        if self.ema is not None and isinstance(self.ema.ema_model, nn.Module):
+            model = self.ema.ema_model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                videos = self.sample_fn(model)
+        finally:
+            model.train(was_training)
+        path = self.out_dir / "samples" / f"{ckpt.checkpoint_name(self.step)}.gif"
+        return write_sample_sheet(videos, path, fps=self.config.sample_fps)
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self, *, resume: str | Path | None = None) -> FitResult:
+        """Train until `config.steps`. `resume`: None (fresh; refuses an out_dir that already has
+        checkpoints), 'latest' (newest complete checkpoint, or fresh if none) or a folder.
+
+        Raises `NonFiniteLossError` after `max_nonfinite_steps` consecutive non-finite steps; the
+        last checkpoint on disk is then the last good one (skipped steps never change weights).
+        """
+        accelerator, config = self.accelerator, self.config
+        if accelerator.is_main_process:
+            ckpt.remove_stale_temporaries(self.checkpoint_dir)
+        accelerator.wait_for_everyone()
+        start = self._resolve_resume(resume)
+        result = FitResult(step=self.step, checkpoint=start)
+        if start is not None:
+            self.load_checkpoint(start)
+        if accelerator.is_main_process:
+            if start is None and self.metrics.path.exists():
+                self.metrics.path.unlink()  # a fresh run in an out_dir without checkpoints
+            self.metrics.truncate(self.step)
+            if self.post_hoc_ema is not None and start is None:
+                shutil.rmtree(self.out_dir / "post_hoc_ema", ignore_errors=True)
+                (self.out_dir / "post_hoc_ema").mkdir(parents=True)
+        self.model.train()
+        batches = self._batches()
+        bar = tqdm(
+            total=config.steps,
+            initial=self.step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (config.progress_bar and accelerator.is_main_process),
+        )
+        t0 = time.perf_counter()
+        try:
+            while self.step < config.steps:
+                loss, grad_norm, finite = self._train_step(batches)
+                self.step += 1
+                result.losses.append(loss if finite else math.nan)
+                self._after_step(loss, grad_norm, finite, time.perf_counter() - t0, bar)
+                if config.sample_every and self.step % config.sample_every == 0:
+                    self.sample()
+                if config.save_every and self.step % config.save_every == 0:
+                    result.checkpoint = self.save_checkpoint() or result.checkpoint
+            if not (config.save_every and self.step % config.save_every == 0):
+                result.checkpoint = self.save_checkpoint() or result.checkpoint
+        finally:
+            bar.close()
+            if accelerator.is_main_process:
+                self.metrics.flush()
+                if self.metrics.path.exists():
+                    plot_loss(self.metrics.path, self.out_dir / "loss.png")
+        result.step, result.skipped_steps = self.step, self.skipped_steps
+        return result
+
+    def _after_step(
+        self, loss: float, grad_norm: float | None, finite: bool, elapsed: float, bar: tqdm[Any]
+    ) -> None:
+        config = self.config
+        if finite:
+            self.consecutive_nonfinite = 0
+            for ema in (self.ema, self.post_hoc_ema):
+                if ema is not None:
+                    ema.update()
+        else:
+            self.skipped_steps += 1
+            self.consecutive_nonfinite += 1
+        if self.accelerator.is_main_process:
+            self.metrics.append(
+                {
+                    "step": self.step,
+                    "loss": repr(loss),
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "grad_norm": "" if grad_norm is None else repr(grad_norm),
+                    "skipped": int(not finite),
+                    "time_s": f"{elapsed:.4f}",
+                }
+            )
+            if self.step % config.log_every == 0:
+                self.metrics.flush()
+                bar.set_postfix(loss=f"{loss:.4g}", skipped=self.skipped_steps, refresh=False)
+            bar.update(1)
+        if self.consecutive_nonfinite >= config.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"stopped at step {self.step}: {self.consecutive_nonfinite} consecutive steps with "
+                f"a non-finite loss or gradient norm (max_nonfinite_steps="
+                f"{config.max_nonfinite_steps}); last loss {loss}. The newest checkpoint in "
+                f"{self.checkpoint_dir} is the last good state; lower the learning rate, enable "
+                "max_grad_norm or use bf16 instead of fp16."
+            )

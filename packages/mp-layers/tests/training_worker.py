@@ -1,0 +1,111 @@
+"""A tiny training run shared by the training tests: imported in-process, or run as a script
+(by `torchrun` for the multi-process test, as a subprocess for the SIGKILL test).
+
+Not collected by pytest (its name does not start with `test_`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mp_layers.training import FitResult, Trainer, TrainerConfig
+
+
+class PairDataset:
+    """`n` deterministic (x, y) pairs of a noisy linear map; items are dicts."""
+
+    def __init__(self, n: int = 64) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 4, generator=generator)
+        self.y = self.x @ torch.randn(4, 1, generator=generator) + 0.1 * torch.randn(
+            n, 1, generator=generator
+        )
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[index], "y": self.y[index]}
+
+
+def make_model() -> nn.Module:
+    """A deterministic MLP without dropout, identical for every caller."""
+    torch.manual_seed(1234)
+    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+
+
+def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], *, noise: float, sleep: float) -> Any:
+    if sleep:
+        time.sleep(sleep)
+    x = batch["x"]
+    if noise:  # draws from the global RNG, so resume must restore it
+        x = x + noise * torch.randn_like(x)
+    return ((model(x) - batch["y"]) ** 2).mean()
+
+
+def run(
+    *,
+    out: str | Path,
+    steps: int,
+    batch_size: int = 4,
+    optimizer: str = "sgd",
+    noise: float = 0.0,
+    sleep: float = 0.0,
+    resume: str | None = None,
+    **config: Any,
+) -> tuple[Trainer, FitResult]:
+    factory = (
+        functools.partial(torch.optim.SGD, lr=0.1)
+        if optimizer == "sgd"
+        else functools.partial(torch.optim.Adam, lr=1e-2)
+    )
+    settings: dict[str, Any] = {"ema_beta": None, "progress_bar": False, "cpu": True}
+    settings.update(config)
+    trainer = Trainer(
+        model=make_model(),
+        data=PairDataset(),
+        optimizer_factory=factory,
+        config=TrainerConfig(out_dir=str(out), steps=steps, batch_size=batch_size, **settings),
+        loss_fn=functools.partial(loss_fn, noise=noise, sleep=sleep),
+    )
+    return trainer, trainer.fit(resume=resume)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--optimizer", default="sgd")
+    parser.add_argument("--noise", type=float, default=0.0)
+    parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--save-every", type=int, default=0)
+    parser.add_argument("--resume", default=None)
+    args = parser.parse_args(argv)
+    trainer, _ = run(
+        out=args.out,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        noise=args.noise,
+        sleep=args.sleep,
+        resume=args.resume,
+        save_every=args.save_every,
+    )
+    # Test output: every rank dumps its parameters so the test can compare them across ranks.
+    rank = trainer.accelerator.process_index
+    params = {k: v.detach().cpu() for k, v in trainer.unwrapped_model.state_dict().items()}
+    torch.save(params, Path(args.out) / f"params-rank{rank}.pt")
+    print(f"rank {rank} of {trainer.accelerator.num_processes}: done at step {trainer.step}")
+
+
+if __name__ == "__main__":
+    main()
