@@ -13,6 +13,7 @@ from mp_layers.video._color import COLOR_NAMES, PALETTE, to_channels
 
 SHAPE_NAMES: tuple[str, ...] = ("circle", "square", "triangle")
 """Names of the shapes; `shape` indexes this tuple."""
+_SEED_MULTIPLIER = 2654435761  # odd (Knuth's golden-ratio hash), so a bijection modulo 2**32
 
 
 def _reflect(position: torch.Tensor, span: float) -> torch.Tensor:
@@ -36,7 +37,10 @@ class MovingShapes(Dataset[dict[str, Any]]):
     `side = max(2, round(image_size / 4))` pixels, filled with one `PALETTE` colour (red, green,
     blue, yellow). The shape's top-left corner starts uniformly in `[0, image_size - side]²` and
     moves `speed ∈ [0.5, 1.5) · image_size / 16` pixels per frame in a uniform random direction,
-    reflecting at the borders, so the shape is fully inside every frame.
+    reflecting at the borders, so the shape is fully inside every frame. It is drawn with its
+    corner at the nearest whole pixel, so every frame shows the same sprite, translated. Clip
+    `(seed, index)` comes from torch's CPU generator seeded with
+    `(index + 2654435761 · seed) mod 2**32`.
 
     Items are dicts: `video` float32 `(channels, num_frames, image_size, image_size)` in [0, 1];
     `label` int colour index (0-3) into `PALETTE`/`COLOR_NAMES`; `shape` int index into
@@ -61,8 +65,10 @@ class MovingShapes(Dataset[dict[str, Any]]):
             raise ValueError(f"channels: expected 1 or 3, got {channels!r}")
         self.channels = channels
         self.seed = check_int("seed", seed, minimum=0)
-        if seed >= 2**31:
-            raise ValueError(f"seed: expected an int < 2**31, got {seed}")
+        if seed >= 2**32:
+            raise ValueError(f"seed: expected an int < 2**32, got {seed}")
+        if num_videos > 2**32:
+            raise ValueError(f"num_videos: expected an int <= 2**32, got {num_videos}")
         self.side = max(2, round(image_size / 4))
 
     def __len__(self) -> int:
@@ -73,7 +79,10 @@ class MovingShapes(Dataset[dict[str, Any]]):
             raise TypeError(f"index: expected an int, got {type(index).__name__}")
         if not 0 <= index < self.num_videos:
             raise IndexError(f"index: expected 0 <= index < {self.num_videos}, got {index}")
-        return torch.Generator().manual_seed(self.seed * 2**32 + index)
+        # torch's CPU generator (mt19937) keeps 32 bits of a seed, so (seed, index) is folded into
+        # 32 bits: distinct indices of one seed always get distinct streams (a multiplicative hash
+        # of the seed shifts them, so different seeds start far apart).
+        return torch.Generator().manual_seed((index + _SEED_MULTIPLIER * self.seed) % 2**32)
 
     def describe(self, index: int) -> dict[str, Any]:
         """The clip's parameters: `label`, `shape`, `velocity` (vx, vy) in pixels per frame and
@@ -91,10 +100,12 @@ class MovingShapes(Dataset[dict[str, Any]]):
         return {"label": label, "shape": shape, "velocity": velocity, "positions": positions}
 
     def _mask(self, shape: int, positions: torch.Tensor) -> torch.Tensor:
-        """Boolean `(F, H, W)` mask, testing pixel centres against the shape in each frame."""
+        """Boolean `(F, H, W)` mask: pixel centres tested against the shape, whose corner is
+        snapped to the nearest whole pixel so every frame shows the same sprite, translated."""
         centres = torch.arange(self.image_size, dtype=torch.float64) + 0.5
-        u = centres[None, None, :] - positions[:, 0, None, None]  # x inside the shape's box
-        v = centres[None, :, None] - positions[:, 1, None, None]  # y inside the shape's box
+        corners = positions.round()
+        u = centres[None, None, :] - corners[:, 0, None, None]  # x inside the shape's box
+        v = centres[None, :, None] - corners[:, 1, None, None]  # y inside the shape's box
         side, half = self.side, self.side / 2
         box = (u >= 0) & (u < side) & (v >= 0) & (v < side)
         if SHAPE_NAMES[shape] == "circle":
