@@ -43,11 +43,12 @@ class NonFiniteLossError(RuntimeError):
 @dataclass
 class FitResult:
     """What `Trainer.fit` did: final step, per-step losses of this call (NaN for skipped steps),
-    total skipped steps of the run and the last checkpoint written or resumed from."""
+    total skipped steps of the run, the checkpoint it resumed from and the last one written."""
 
     step: int
     losses: list[float] = field(default_factory=list)
     skipped_steps: int = 0
+    resumed_from: Path | None = None
     checkpoint: Path | None = None
 
 
@@ -386,7 +387,7 @@ class Trainer:
             ckpt.remove_stale_temporaries(self.checkpoint_dir)
         accelerator.wait_for_everyone()
         start = self._resolve_resume(resume)
-        result = FitResult(step=self.step, checkpoint=start)
+        result = FitResult(step=self.step, resumed_from=start, checkpoint=start)
         if start is not None:
             self.load_checkpoint(start)
         if accelerator.is_main_process:
@@ -408,10 +409,11 @@ class Trainer:
         t0 = time.perf_counter()
         try:
             while self.step < config.steps:
+                lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step uses
                 loss, grad_norm, finite = self._train_step(batches)
                 self.step += 1
                 result.losses.append(loss if finite else math.nan)
-                self._after_step(loss, grad_norm, finite, time.perf_counter() - t0, bar)
+                self._after_step(loss, lr, grad_norm, finite, time.perf_counter() - t0, bar)
                 if config.sample_every and self.step % config.sample_every == 0:
                     self.sample()
                 if config.save_every and self.step % config.save_every == 0:
@@ -428,7 +430,13 @@ class Trainer:
         return result
 
     def _after_step(
-        self, loss: float, grad_norm: float | None, finite: bool, elapsed: float, bar: tqdm[Any]
+        self,
+        loss: float,
+        lr: float,
+        grad_norm: float | None,
+        finite: bool,
+        elapsed: float,
+        bar: tqdm[Any],
     ) -> None:
         config = self.config
         if finite:
@@ -444,7 +452,7 @@ class Trainer:
                 {
                     "step": self.step,
                     "loss": repr(loss),
-                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "lr": repr(lr),
                     "grad_norm": "" if grad_norm is None else repr(grad_norm),
                     "skipped": int(not finite),
                     "time_s": f"{elapsed:.4f}",

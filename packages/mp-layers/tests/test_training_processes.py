@@ -1,0 +1,113 @@
+"""Multi-process and crash tests of mp_layers.training, run as real subprocesses on the CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+pytest.importorskip("accelerate")
+
+from mp_layers.training import latest_checkpoint, list_checkpoints, read_metrics  # noqa: E402
+
+WORKER = Path(__file__).with_name("training_worker.py")
+
+
+def _worker() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("training_worker", WORKER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def _losses(out: Path) -> list[float]:
+    return [float(row["loss"]) for row in read_metrics(out / "metrics.csv")]
+
+
+def test_two_processes_match_one_process_with_doubled_batch(tmp_path: Path) -> None:
+    out2 = tmp_path / "two"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(WORKER),
+        *("--out", str(out2), "--steps", "8", "--batch-size", "4"),
+    ]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "rank 1 of 2: done at step 8" in done.stdout
+    rank0 = torch.load(out2 / "params-rank0.pt", weights_only=True)
+    rank1 = torch.load(out2 / "params-rank1.pt", weights_only=True)
+
+    trainer, _ = _worker().run(out=tmp_path / "one", steps=8, batch_size=8)
+    single = trainer.unwrapped_model.state_dict()
+    initial = _worker().make_model().state_dict()
+    for name, value in single.items():
+        assert torch.allclose(rank0[name], rank1[name], atol=1e-5, rtol=0), name
+        assert torch.allclose(rank0[name], value, atol=1e-5, rtol=0), name
+        assert not torch.allclose(value, initial[name], atol=1e-3), f"{name} did not train"
+    # Only rank 0 wrote the run's files; the loss it logged is the mean over both shards.
+    assert _losses(out2) == pytest.approx(_losses(tmp_path / "one"), abs=1e-5)
+
+
+def test_sigkill_mid_training_resumes_exactly(tmp_path: Path) -> None:
+    killed, reference = tmp_path / "killed", tmp_path / "reference"
+    settings = {"steps": 30, "optimizer": "adam", "noise": 0.1, "save_every": 3}
+    command = [
+        sys.executable,
+        str(WORKER),
+        *("--out", str(killed), "--steps", "30", "--optimizer", "adam", "--noise", "0.1"),
+        *("--save-every", "3", "--sleep", "0.05"),
+    ]
+    proc = subprocess.Popen(
+        command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while latest_checkpoint(killed / "checkpoints") is None:
+            assert proc.poll() is None, f"worker exited early: {proc.stdout.read()}"  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.01)
+        time.sleep(0.1)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    survivors = list_checkpoints(killed / "checkpoints")
+    assert survivors, "no complete checkpoint survived"
+    assert all(int(p.name.split("-")[1]) < 30 for p in survivors)
+    # What a kill during a write leaves: a half-written temporary folder. It must be ignored.
+    partial = killed / "checkpoints" / ".tmp-step-000000999-deadbeef"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"\x00" * 10)
+    assert latest_checkpoint(killed / "checkpoints") == survivors[-1]
+
+    worker = _worker()
+    _, resumed = worker.run(out=killed, resume="latest", **settings)
+    assert resumed.resumed_from == survivors[-1]
+    resumed_from = int(survivors[-1].name.split("-")[1])
+    _, uninterrupted = worker.run(out=reference, **settings)
+
+    assert resumed.losses == pytest.approx(uninterrupted.losses[resumed_from:], abs=1e-6, rel=0)
+    assert _losses(killed) == pytest.approx(_losses(reference), abs=1e-6, rel=0)
+    leftovers = [p.name for p in (killed / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
