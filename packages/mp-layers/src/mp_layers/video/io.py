@@ -24,6 +24,7 @@ from mp_layers._checks import check_floating, check_int
 try:
     import av
     import numpy as np
+    from av.video.reformatter import VideoReformatter
     from PIL import Image
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -72,11 +73,12 @@ def _read_container(path: Path, limit: int | None) -> np.ndarray:
     with av.open(str(path)) as container:
         if not container.streams.video:
             raise ValueError("the file has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        # One reformatter for the clip: `frame.to_ndarray(format=...)` builds a new swscale
+        # context for every frame, which costs more than decoding a small frame.
+        reformatter = VideoReformatter()
         arrays = []
-        for frame in container.decode(stream):
-            arrays.append(frame.to_ndarray(format="rgb24"))
+        for frame in container.decode(container.streams.video[0]):
+            arrays.append(reformatter.reformat(frame, format="rgb24").to_ndarray())
             if limit is not None and len(arrays) >= limit:
                 break
     if not arrays:
