@@ -16,14 +16,15 @@ import torch
 
 pytest.importorskip("accelerate")
 
-from mp_layers.training import latest_checkpoint, list_checkpoints, read_metrics  # noqa: E402
+from mp_layers.training import latest_checkpoint, list_checkpoints, read_metrics
 
 WORKER = Path(__file__).with_name("training_worker.py")
 
 
 def _worker() -> ModuleType:
     spec = importlib.util.spec_from_file_location("training_worker", WORKER)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

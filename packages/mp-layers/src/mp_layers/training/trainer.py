@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from accelerate import Accelerator
@@ -17,7 +17,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
 from mp_layers.training import checkpoint as ckpt
@@ -34,6 +34,14 @@ SampleFn = Callable[[nn.Module], torch.Tensor]
 OptimizerFactory = Callable[[Any], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
 _FORMAT_VERSION = 1
+
+
+class MapDataset(Protocol):
+    """Anything with `len()` and integer indexing (a `torch.utils.data.Dataset` or not)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
 
 
 class NonFiniteLossError(RuntimeError):
@@ -81,7 +89,7 @@ class Trainer:
         self,
         *,
         model: nn.Module,
-        data: Dataset[Any] | DataLoader[Any],
+        data: MapDataset | DataLoader[Any],
         optimizer_factory: OptimizerFactory,
         config: TrainerConfig | None = None,
         loss_fn: LossFn | None = None,
@@ -213,8 +221,8 @@ class Trainer:
             world_size=accelerator.num_processes,
             start_batch=self.batches_consumed,
         )
-        loader = DataLoader(
-            self.data,
+        loader: DataLoader[Any] = DataLoader(
+            self.data,  # type: ignore[arg-type]  # any map-style dataset works, not only Dataset
             batch_sampler=sampler,
             collate_fn=self.collate_fn,
             num_workers=self.config.num_workers,
