@@ -124,7 +124,9 @@ def ranges(session: nox.Session) -> None:
     from packaging.requirements import Requirement
     from packaging.version import Version
 
-    versions = {name: Version(_read_project(folder)["version"]) for name, folder in PACKAGES.items()}
+    versions = {
+        name: Version(_read_project(folder)["version"]) for name, folder in PACKAGES.items()
+    }
     problems = []
     for name, folder in PACKAGES.items():
         project = _read_project(folder)

@@ -61,7 +61,8 @@ def main(dist: str) -> None:
         requirement = Requirement(text)
         if canonical(requirement.name) in WORKSPACE:
             operators = {spec.operator for spec in requirement.specifier}
-            assert operators & {">=", ">"} and "<" in operators, f"{dist}: unbounded '{text}'"
+            assert operators & {">=", ">"}, f"{dist}: no lower bound in '{text}'"
+            assert "<" in operators, f"{dist}: no upper bound in '{text}'"
             print(f"{dist}: Requires-Dist: {text}")
 
     installed = {canonical(d.metadata["Name"]) for d in metadata.distributions()}
@@ -69,8 +70,11 @@ def main(dist: str) -> None:
     assert not extra, f"{dist}: installed but not required: {sorted(extra)}"
 
     if dist == "mp-layers":
-        direct = {canonical(Requirement(t).name) for t in metadata.requires(dist) or []
-                  if "extra ==" not in t}
+        direct = {
+            canonical(Requirement(t).name)
+            for t in metadata.requires(dist) or []
+            if "extra ==" not in t
+        }
         assert direct == {"torch", "einops"}, f"mp-layers core must need torch and einops: {direct}"
         import torch
 

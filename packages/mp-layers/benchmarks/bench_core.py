@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -82,7 +81,9 @@ class ReferenceAttention(nn.Module):
         q, k, v = (pixel_norm(t) for t in (q, k, v))
         sim = torch.einsum("b h i d, b h j d -> b h i j", q * self.scale, k)
         attn = self.dropout(sim.softmax(dim=-1))
-        out = rearrange(torch.einsum("b h i j, b h j d -> b h i d", attn, v), "b h n d -> b n (h d)")
+        out = rearrange(
+            torch.einsum("b h i j, b h j d -> b h i d", attn, v), "b h n d -> b n (h d)"
+        )
         t = 0.3
         return (self.to_out(out) * (1 - t) + x * t) / math.sqrt((1 - t) ** 2 + t**2)
 
@@ -151,27 +152,38 @@ def main() -> None:
     args = parser.parse_args()
     repeats = 3 if args.quick else args.repeats
 
-    print(f"machine: {platform.machine()} {platform.processor() or ''} "
-          f"{torch.get_num_threads()} threads, Python {platform.python_version()}, "
-          f"torch {torch.__version__}, fp32, CPU")
-    conv = f"b={CONV['batch']}, c={CONV['channels']}, t={CONV['frames']}, " \
-           f"{CONV['size']}x{CONV['size']}, k={CONV['kernel']}"
-    attn = f"b={ATTN['batch']}, heads={ATTN['heads']}, n={ATTN['tokens']}, " \
-           f"dim_head={ATTN['dim_head']}"
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''} "
+        f"{torch.get_num_threads()} threads, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, fp32, CPU"
+    )
+    conv = (
+        f"b={CONV['batch']}, c={CONV['channels']}, t={CONV['frames']}, "
+        f"{CONV['size']}x{CONV['size']}, k={CONV['kernel']}"
+    )
+    attn = (
+        f"b={ATTN['batch']}, heads={ATTN['heads']}, n={ATTN['tokens']}, dim_head={ATTN['dim_head']}"
+    )
     print(f"repeats: {repeats} alternating, medians of forward + backward (training mode)\n")
     print("| benchmark | ours (ms) | baseline (ms) | ratio ours/baseline | target |")
     print("|---|---|---|---|---|")
     ours, base = compare("MPConv3d", "nn.Conv3d", repeats)
-    print(f"| MPConv3d vs nn.Conv3d ({conv}) | {ours * 1e3:.1f} | {base * 1e3:.1f} "
-          f"| {ours / base:.2f}x | <= 1.15x |")
+    print(
+        f"| MPConv3d vs nn.Conv3d ({conv}) | {ours * 1e3:.1f} | {base * 1e3:.1f} "
+        f"| {ours / base:.2f}x | <= 1.15x |"
+    )
     ours, base = compare("MPAttention", "reference", repeats)
-    print(f"| MPAttention (SDPA) vs reference einsum-softmax ({attn}) | {ours * 1e3:.1f} "
-          f"| {base * 1e3:.1f} | {ours / base:.2f}x ({base / ours:.2f}x faster) | >= 1.5x faster |")
+    print(
+        f"| MPAttention (SDPA) vs reference einsum-softmax ({attn}) | {ours * 1e3:.1f} "
+        f"| {base * 1e3:.1f} | {ours / base:.2f}x ({base / ours:.2f}x faster) | >= 1.5x faster |"
+    )
     if not args.quick:
         mine, theirs = peak_memory_mib("MPAttention"), peak_memory_mib("reference")
-        print(f"\npeak memory of one attention forward + backward (max-RSS growth): "
-              f"MPAttention {mine:.0f} MiB, reference {theirs:.0f} MiB "
-              f"({theirs / max(mine, 1e-9):.1f}x lower)")
+        print(
+            f"\npeak memory of one attention forward + backward (max-RSS growth): "
+            f"MPAttention {mine:.0f} MiB, reference {theirs:.0f} MiB "
+            f"({theirs / max(mine, 1e-9):.1f}x lower)"
+        )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,9 @@ def test_compiles_without_graph_breaks(name: str, training: bool) -> None:
     torch.testing.assert_close(out, reference(*inputs), rtol=1e-5, atol=1e-5)
     out.float().sum().backward()
     # In training mode the compiled forward renormalises the stored weight like the eager one.
-    for (key, value), expected in zip(module.state_dict().items(), reference.state_dict().values()):
+    for (key, value), expected in zip(
+        module.state_dict().items(), reference.state_dict().values(), strict=True
+    ):
         torch.testing.assert_close(value, expected, msg=key)
 
 

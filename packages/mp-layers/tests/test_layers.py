@@ -35,7 +35,8 @@ def test_gain_starts_at_zero_and_learns() -> None:
     assert torch.equal(gain(x), torch.zeros(3, 4))
     gain(x).pow(2).sum().backward()
     (gain(x) - x).pow(2).sum().backward()
-    assert gain.gain.grad is not None and gain.gain.grad.item() != 0
+    assert gain.gain.grad is not None
+    assert gain.gain.grad.item() != 0
     assert torch.equal(Gain(init=2.0)(x), 2 * x)
 
 

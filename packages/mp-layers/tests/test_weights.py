@@ -42,7 +42,9 @@ def test_unit_variance_in_unit_variance_out(make, shape, training: bool) -> None
 def test_training_forward_renormalises_the_stored_weight(make, shape) -> None:  # type: ignore[no-untyped-def]
     layer = make()
     with torch.no_grad():
-        layer.weight.mul_(torch.rand(layer.weight.shape[0], *[1] * (layer.weight.ndim - 1)) * 7 + 0.5)
+        layer.weight.mul_(
+            torch.rand(layer.weight.shape[0], *[1] * (layer.weight.ndim - 1)) * 7 + 0.5
+        )
     layer.train()(torch.randn(shape))
     norms = layer.weight.detach().flatten(1).norm(dim=1)
     expected = torch.full_like(norms, math.sqrt(layer.fan_in))
@@ -174,7 +176,9 @@ def test_constructor_errors_name_expected_and_given() -> None:
 
 
 def test_forward_errors_name_expected_and_given() -> None:
-    with pytest.raises(ValueError, match=r"expected input of shape \(b, 4, \?, \?, \?\), got \(2, 3, 4, 4, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"expected input of shape \(b, 4, \?, \?, \?\), got \(2, 3, 4, 4, 4\)"
+    ):
         MPConv3d(4, 4, 3)(torch.randn(2, 3, 4, 4, 4))
     with pytest.raises(ValueError, match=r"expected input of shape \(\.\.\., 4\), got \(2, 5\)"):
         MPLinear(4, 4)(torch.randn(2, 5))

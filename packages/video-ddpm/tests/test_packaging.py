@@ -14,7 +14,8 @@ def test_depends_on_mp_layers_with_a_bounded_range() -> None:
     requirements = importlib.metadata.requires("video-ddpm") or []
     mp = [r for r in requirements if re.match(r"mp-layers\b", r)]
     assert len(mp) == 1, requirements
-    assert ">=" in mp[0] and "<" in mp[0].replace("<=", ""), mp[0]
+    assert ">=" in mp[0], mp[0]
+    assert "<" in mp[0].replace("<=", ""), mp[0]
 
 
 def test_public_api_is_declared() -> None:

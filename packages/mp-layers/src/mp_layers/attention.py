@@ -11,7 +11,7 @@ from mp_layers._checks import check_balance, check_float, check_floating, check_
 from mp_layers.functional import mp_silu, mp_sum, pixel_norm
 from mp_layers.weights import MPLinear
 
-__all__ = ["MPAttention", "MPFeedForward", "MPTransformer"]
+__all__ = ["MPAttention", "MPFeedForward", "MPTransformer", "MPTransformerLayer"]
 
 
 def _check_tokens(module: nn.Module, x: Tensor, dim: int) -> None:
@@ -98,6 +98,18 @@ class MPFeedForward(nn.Module):
         return mp_sum(x, branch, self.mp_add_t)
 
 
+class MPTransformerLayer(nn.Module):
+    """One `MPAttention` followed by one `MPFeedForward`: `(b, n, dim) -> (b, n, dim)`."""
+
+    def __init__(self, attention: MPAttention, feed_forward: MPFeedForward) -> None:
+        super().__init__()
+        self.attention = attention
+        self.feed_forward = feed_forward
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.feed_forward(self.attention(x))
+
+
 class MPTransformer(nn.Module):
     """`depth` pairs of `MPAttention` and `MPFeedForward`: `(b, n, dim) -> (b, n, dim)`."""
 
@@ -116,23 +128,21 @@ class MPTransformer(nn.Module):
         super().__init__()
         check_int("depth", depth)
         self.layers = nn.ModuleList(
-            nn.ModuleList(
-                [
-                    MPAttention(
-                        dim,
-                        heads=heads,
-                        dim_head=dim_head,
-                        num_mem_kv=num_mem_kv,
-                        mp_add_t=mp_add_t,
-                        dropout=dropout,
-                    ),
-                    MPFeedForward(dim, mult=ff_mult, mp_add_t=mp_add_t),
-                ]
+            MPTransformerLayer(
+                MPAttention(
+                    dim,
+                    heads=heads,
+                    dim_head=dim_head,
+                    num_mem_kv=num_mem_kv,
+                    mp_add_t=mp_add_t,
+                    dropout=dropout,
+                ),
+                MPFeedForward(dim, mult=ff_mult, mp_add_t=mp_add_t),
             )
             for _ in range(depth)
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        for attention, feed_forward in self.layers:
-            x = feed_forward(attention(x))
+        for layer in self.layers:
+            x = layer(x)
         return x

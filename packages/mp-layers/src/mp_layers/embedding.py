@@ -20,6 +20,8 @@ class MPFourierEmbedding(nn.Module):
     buffer: saved with the state dict, never trained. Computed in float32.
     """
 
+    freqs: Tensor
+
     def __init__(self, dim: int, *, bandwidth: float = 1.0) -> None:
         super().__init__()
         self.dim = check_int("dim", dim, minimum=2)

@@ -44,7 +44,10 @@ class _ForcedWeightNorm(nn.Module):
         super().__init__()
         self.dim_in = check_int("dim_in", dim_in)
         self.dim_out = check_int("dim_out", dim_out)
-        for name, flag in (("concat_ones_to_input", concat_ones_to_input), ("init_dirac", init_dirac)):
+        for name, flag in (
+            ("concat_ones_to_input", concat_ones_to_input),
+            ("init_dirac", init_dirac),
+        ):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name}: expected a bool, got {type(flag).__name__} {flag!r}")
         self.kernel_size = kernel_size
@@ -56,9 +59,10 @@ class _ForcedWeightNorm(nn.Module):
                     f"init_dirac: an identity layer needs dim_in == dim_out, got {dim_in} and {dim_out}"
                 )
             weight = torch.zeros_like(weight)
-            centre = tuple(size // 2 for size in kernel_size)
             index = torch.arange(dim_out)
-            weight[(index, index, *centre)] = 1.0
+            # The centre of an odd kernel is the middle element of its flattened taps.
+            taps = weight.view(dim_out, weight.shape[1], -1)
+            taps[index, index, taps.shape[-1] // 2] = 1.0
             # Store it already normalised (row norm sqrt(fan_in)), so the effective weight is the
             # identity from the first forward and renormalisation keeps it so.
             weight *= math.sqrt(weight[0].numel())
