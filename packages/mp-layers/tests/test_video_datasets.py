@@ -232,10 +232,12 @@ def test_moving_shapes_matches_its_spec() -> None:
         corner = spec["positions"][0]
         assert xs.min().item() == round(corner[0].item())
         assert ys.max().item() == round(corner[1].item()) + dataset.side - 1
-        vx, vy = spec["velocity"].tolist()
-        word = (
-            ("right" if vx > 0 else "left") if abs(vx) >= abs(vy) else ("down" if vy > 0 else "up")
-        )
+        # The caption names the faster axis and the way most frame steps go along it.
+        axis = int(spec["velocity"][1].abs() > spec["velocity"][0].abs())
+        moves = spec["positions"][:, axis].diff().tolist()
+        forward, backward = sum(m > 0 for m in moves), sum(m < 0 for m in moves)
+        positive = forward > backward or (forward == backward and spec["velocity"][axis] > 0)
+        word = [["left", "right"], ["up", "down"]][axis][int(positive)]
         assert item["text"] == f"a {COLOR_NAMES[label]} {SHAPE_NAMES[shape]} moving {word}"
         assert re.fullmatch(
             r"a (red|green|blue|yellow) (circle|square|triangle) moving \w+", item["text"]

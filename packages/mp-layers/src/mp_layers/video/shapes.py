@@ -21,11 +21,13 @@ def _reflect(position: torch.Tensor, span: float) -> torch.Tensor:
     return span - (position.remainder(2 * span) - span).abs()
 
 
-def _direction(vx: float, vy: float) -> str:
-    """The dominant velocity component as a word; image y grows downwards."""
-    if abs(vx) >= abs(vy):
-        return "right" if vx > 0 else "left"
-    return "down" if vy > 0 else "up"
+def _direction(velocity: torch.Tensor, positions: torch.Tensor) -> str:
+    """Where the shape goes along its faster axis in most frame steps (bounces flip the sign), as
+    a word; ties and single frames use the initial velocity. Image y grows downwards."""
+    axis = 0 if abs(velocity[0]) >= abs(velocity[1]) else 1
+    votes = positions[:, axis].diff().sign().sum().item()
+    forward = votes > 0 if votes != 0 else velocity[axis].item() > 0
+    return ("right", "left", "down", "up")[2 * axis + (0 if forward else 1)]
 
 
 class MovingShapes(Dataset[dict[str, Any]]):
@@ -44,8 +46,9 @@ class MovingShapes(Dataset[dict[str, Any]]):
 
     Items are dicts: `video` float32 `(channels, num_frames, image_size, image_size)` in [0, 1];
     `label` int colour index (0-3) into `PALETTE`/`COLOR_NAMES`; `shape` int index into
-    `SHAPE_NAMES`; `text` a caption such as "a red circle moving left", whose direction word is the
-    dominant component of the initial velocity. `channels=1` gives the BT.601 luma of the RGB clip
+    `SHAPE_NAMES`; `text` a caption such as "a red circle moving left": the direction word names
+    the faster velocity axis and the way the shape moves along it in most frame steps (bounces
+    reverse it; a tie goes to the initial velocity). `channels=1` gives the BT.601 luma of the RGB clip
     (grey levels 0.299, 0.587, 0.114, 0.886); the label still names the colour.
     """
 
@@ -119,11 +122,7 @@ class MovingShapes(Dataset[dict[str, Any]]):
         mask = self._mask(spec["shape"], spec["positions"]).float()
         colour = torch.tensor(PALETTE[spec["label"]])
         video = to_channels(colour[:, None, None, None] * mask[None], self.channels)
-        vx, vy = spec["velocity"].tolist()
-        text = f"a {COLOR_NAMES[spec['label']]} {SHAPE_NAMES[spec['shape']]} moving "
-        return {
-            "video": video.contiguous(),
-            "label": spec["label"],
-            "shape": spec["shape"],
-            "text": text + _direction(vx, vy),
-        }
+        direction = _direction(spec["velocity"], spec["positions"])
+        text = f"a {COLOR_NAMES[spec['label']]} {SHAPE_NAMES[spec['shape']]} moving {direction}"
+        return {"video": video.contiguous(), "label": spec["label"], "shape": spec["shape"],
+                "text": text}  # fmt: skip
