@@ -3,6 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+pytest.importorskip("av")  # mp_layers.video needs the [video] extra
+
 from mp_layers.video import (
     MovingShapes,
     collate_videos,

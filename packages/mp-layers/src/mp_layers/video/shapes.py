@@ -124,5 +124,5 @@ class MovingShapes(Dataset[dict[str, Any]]):
         video = to_channels(colour[:, None, None, None] * mask[None], self.channels)
         direction = _direction(spec["velocity"], spec["positions"])
         text = f"a {COLOR_NAMES[spec['label']]} {SHAPE_NAMES[spec['shape']]} moving {direction}"
-        return {"video": video.contiguous(), "label": spec["label"], "shape": spec["shape"],
-                "text": text}  # fmt: skip
+        label, shape = spec["label"], spec["shape"]
+        return {"video": video.contiguous(), "label": label, "shape": shape, "text": text}
