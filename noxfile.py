@@ -45,6 +45,9 @@ def _expose_pyenv_interpreters() -> None:
 
 
 _expose_pyenv_interpreters()
+# Let the session interpreters cache bytecode: with PYTHONDONTWRITEBYTECODE set (as on some CI
+# images) every pytest process recompiles torch's and sympy's imports, seconds each time.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 def _read_project(folder: Path) -> dict:

@@ -9,7 +9,7 @@ Modules: `MPSiLU`, `Gain`, `MPSum`, `MPCat`, `PixelNorm`, the forced-weight-norm
 
 from importlib.metadata import version as _version
 
-from mp_layers.attention import MPAttention, MPFeedForward, MPTransformer
+from mp_layers.attention import MPAttention, MPFeedForward, MPTransformer, MPTransformerLayer
 from mp_layers.embedding import MPFourierEmbedding
 from mp_layers.functional import mp_cat, mp_silu, mp_sum, normalize, pixel_norm
 from mp_layers.layers import Gain, MPCat, MPSiLU, MPSum, PixelNorm
@@ -30,6 +30,7 @@ __all__ = [
     "MPSiLU",
     "MPSum",
     "MPTransformer",
+    "MPTransformerLayer",
     "PixelNorm",
     "__version__",
     "mp_cat",
