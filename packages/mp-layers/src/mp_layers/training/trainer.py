@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import GradientAccumulationPlugin, gather_object, send_to_device, set_seed
+from accelerate.utils import (
+    DistributedType,
+    GradientAccumulationPlugin,
+    gather_object,
+    send_to_device,
+    set_seed,
+)
 from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.optim import Optimizer
@@ -141,6 +147,16 @@ class Trainer:
         )
         accelerator = self.accelerator
         set_seed(config.seed, device_specific=True)
+        # `AcceleratedOptimizer.step` probes the file system for an optional package (lomo) twice
+        # per call, uncached, and its `zero_grad` calls `inspect.signature` (together ~1 ms a step
+        # on a small CPU model). Without a loss scaler and outside XLA / DeepSpeed / Megatron both
+        # only forward to the wrapped optimizer (DDP has already reduced the gradients, and this
+        # loop steps and zeroes only after the sync micro-batch), so call that one directly.
+        self._direct_step = accelerator.scaler is None and accelerator.distributed_type not in (
+            DistributedType.XLA,
+            DistributedType.DEEPSPEED,
+            DistributedType.MEGATRON_LM,
+        )
 
         # EMA copies live on the main process only (they are saved and sampled there). They are
         # made before `prepare`, which may patch `model.forward` with autocast.
@@ -264,11 +280,12 @@ class Trainer:
             )
             # Under fp16 an infinite norm is the loss scaler's business (it skips and rescales).
             finite = math.isfinite(grad_norm) or config.mixed_precision == "fp16"
+        optimizer = self.optimizer.optimizer if self._direct_step else self.optimizer
         if finite:
-            self.optimizer.step()
+            optimizer.step()
             if self.scheduler is not None and not accelerator.optimizer_step_was_skipped:
                 self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         return loss_value, grad_norm, finite
 
     # ------------------------------------------------------------------ checkpoints
