@@ -26,7 +26,7 @@ from torch import nn
 from mp_layers.training import Trainer, TrainerConfig, read_metrics
 
 
-class Pairs:
+class Pairs(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
     def __init__(self, n: int, dim: int) -> None:
         generator = torch.Generator().manual_seed(0)
         self.x = torch.randn(n, dim, generator=generator)
@@ -52,7 +52,7 @@ def bare_loop(args: argparse.Namespace) -> float:
     device = torch.device(args.device)
     model = make_model(args.dim, args.hidden).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = torch.utils.data.DataLoader(
+    loader: torch.utils.data.DataLoader[dict[str, torch.Tensor]] = torch.utils.data.DataLoader(
         Pairs(args.samples, args.dim), batch_size=args.batch_size, shuffle=True, drop_last=True
     )
     step, start = 0, 0.0
