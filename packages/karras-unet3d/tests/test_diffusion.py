@@ -61,7 +61,8 @@ def test_loss_is_a_finite_scalar_and_trains_the_uncertainty_head() -> None:
     model = diffusion(num_classes=4)
     videos = torch.rand(3, 3, 2, 4, 4)
     loss = model(videos, class_labels=torch.tensor([0, 1, 3]))
-    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert loss.ndim == 0
+    assert torch.isfinite(loss)
     loss.backward()
     assert model.logvar_linear.weight.grad is not None
     assert model.logvar_linear.weight.grad.abs().sum() > 0
@@ -114,8 +115,10 @@ def test_label_dropout_zeroes_the_label_vector() -> None:
 def test_karras_sigmas() -> None:
     sigmas = karras_sigmas(5, sigma_min=0.002, sigma_max=80, rho=7)
     assert sigmas.shape == (6,)
-    assert math.isclose(sigmas[0].item(), 80) and math.isclose(sigmas[4].item(), 0.002)
-    assert sigmas[5] == 0 and bool((sigmas[:-1].diff() < 0).all())
+    assert math.isclose(sigmas[0].item(), 80)
+    assert math.isclose(sigmas[4].item(), 0.002)
+    assert sigmas[5] == 0
+    assert bool((sigmas[:-1].diff() < 0).all())
     with pytest.raises(ValueError, match="sigma_min < sigma_max"):
         karras_sigmas(5, sigma_min=1.0, sigma_max=0.5)
 
@@ -134,7 +137,8 @@ def test_sampler_is_deterministic_with_a_seeded_generator() -> None:
     assert a.shape == (2, 3, 2, 4, 4)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
-    assert float(a.min()) >= 0 and float(a.max()) <= 1
+    assert float(a.min()) >= 0
+    assert float(a.max()) <= 1
     assert model.training  # the sampler restores the mode it found
 
 
@@ -162,7 +166,8 @@ def test_classifier_free_guidance_uses_the_unconditional_branch() -> None:
     assert all(len(s) == 2 for s in seen)
     seen.clear()
     guided = model.sample(2, guidance=3.0, generator=torch.Generator().manual_seed(0), **kwargs)
-    assert seen and all(len(s) == 4 for s in seen)  # conditional and unconditional, batched
+    assert seen
+    assert all(len(s) == 4 for s in seen)
     assert all(torch.equal(s[2:], torch.zeros(2, 4)) for s in seen)
     assert torch.equal(seen[0][:2], torch.eye(4)[[1, 2]])
     assert not torch.allclose(plain, guided)

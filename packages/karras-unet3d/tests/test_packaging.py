@@ -12,7 +12,7 @@ def test_version_matches_distribution_metadata() -> None:
 
 def test_depends_on_mp_layers_with_a_bounded_range() -> None:
     requirements = importlib.metadata.requires("karras-unet3d") or []
-    mp = [r for r in requirements if re.match(r"mp-layers\b", r)]
+    mp = [r for r in requirements if re.match(r"mp-layers\b", r) and "extra ==" not in r]
     assert len(mp) == 1, requirements
     assert ">=" in mp[0], mp[0]
     assert "<" in mp[0].replace("<=", ""), mp[0]
@@ -28,3 +28,9 @@ def test_shared_core_is_importable() -> None:
     import mp_layers
 
     assert callable(mp_layers.normalize)
+
+
+def test_train_extra_brings_the_training_stack() -> None:
+    requirements = importlib.metadata.requires("karras-unet3d") or []
+    extra = [r for r in requirements if "extra ==" in r and "train" in r]
+    assert any(r.startswith("mp-layers[") and "train" in r and "video" in r for r in extra), extra

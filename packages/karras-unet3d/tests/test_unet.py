@@ -109,12 +109,14 @@ def test_other_frame_counts_and_sizes_are_accepted() -> None:
 
 
 def test_num_blocks_per_stage_tuple_sets_block_counts() -> None:
-    net = make(num_blocks_per_stage=(2, 3))
+    net = make(num_blocks_per_stage=(2, 3, 1))  # one per level
     plain_enc = [b for b in net.encoder if b.resample is None]
-    plain_dec = [b for b, skip in zip(net.decoder, net.decoder_takes_skip) if skip]
-    assert len(plain_enc) == 2 + 3
-    assert len(plain_dec) == (2 + 1) + (3 + 1) + 1  # + the bottom level's block
+    plain_dec = [b for b, skip in zip(net.decoder, net.decoder_takes_skip, strict=True) if skip]
+    assert len(plain_enc) == 2 + 3 + 1
+    assert len(plain_dec) == (2 + 1) + (3 + 1) + (1 + 1)  # EDM2: one more per decoder level
     assert len(net.middle) == 2
+    # the reference's form: D entries, level 0 repeats the first
+    assert make(num_blocks_per_stage=(2, 3)).config["num_blocks_per_stage"] == [2, 2, 3]
 
 
 # ---------------------------------------------------------------- init behaviour
@@ -126,7 +128,8 @@ def test_output_is_zero_at_init_and_gain_is_learned() -> None:
     out = run(net, x)
     assert torch.equal(out, torch.zeros_like(out))
     out.sum().backward()
-    assert net.output_gain.gain.grad is not None and net.output_gain.gain.grad.abs() > 0
+    assert net.output_gain.gain.grad is not None
+    assert net.output_gain.gain.grad.abs() > 0
 
 
 def test_activation_magnitudes_stay_near_one_at_init() -> None:
@@ -182,7 +185,8 @@ def test_factorized_attention_in_every_attention_block() -> None:
 def test_attention_only_at_attn_res() -> None:
     net = make(attn_res=(2,))  # levels: 8x8, 4x4, 2x2
     with_attn = [b for b in [*net.encoder, *net.middle] if b.attn is not None]
-    assert with_attn == [net.encoder[-1], *net.middle]  # bottom down block and the middle
+    # the bottom level (2x2): its down-sampling block, its block, and the middle
+    assert with_attn == [net.encoder[-2], net.encoder[-1], *net.middle]
     assert attention_modules(make(attn_res=(16,))) == []
 
 
@@ -312,7 +316,7 @@ def test_self_conditioning_input_is_used() -> None:
         ({"image_size": 6}, "image_size must be divisible by 4"),
         ({"downsample_types": ("image", "space")}, "downsample_types: expected each of"),
         ({"downsample_types": ("image",)}, "downsample_types: expected one entry per"),
-        ({"num_blocks_per_stage": (1, 1, 1)}, "num_blocks_per_stage: expected one entry per"),
+        ({"num_blocks_per_stage": (1, 1, 1, 1)}, "num_blocks_per_stage: expected an int or 2 or 3"),
         ({"num_blocks_per_stage": (1, 0)}, "num_blocks_per_stage: expected an int >= 1"),
         ({"attn_dim_head": 0}, "attn_dim_head: expected an int >= 1"),
         ({"num_downsamples": 0}, "num_downsamples: expected an int >= 1"),
@@ -343,7 +347,7 @@ def test_forward_errors() -> None:
         net(torch.randn(2, 3, 3, 8, 8), t)
     with pytest.raises(ValueError, match=r"divisible by \(2, 4, 4\).*got \(4, 6, 8\)"):
         net(torch.randn(2, 3, 4, 6, 8), t)
-    with pytest.raises(ValueError, match="class-conditional.*got None"):
+    with pytest.raises(ValueError, match=r"class-conditional.*got None"):
         cond(x, t)
     with pytest.raises(ValueError, match="unconditional"):
         net(x, t, class_labels=torch.tensor([0, 1]))
@@ -369,7 +373,8 @@ def test_feedforward_and_image_transformer_on_feature_maps() -> None:
     ff = MPFeedForward(dim=8, mult=2, mp_add_t=0.0)
     assert torch.allclose(ff(x), x, atol=1e-6)
     ff = MPFeedForward(dim=8)
-    assert ff(x).shape == x.shape and not torch.allclose(ff(x), x)
+    assert ff(x).shape == x.shape
+    assert not torch.allclose(ff(x), x)
     transformer = MPImageTransformer(dim=8, depth=2, dim_head=4, heads=2)
     out = transformer(x)
     assert out.shape == x.shape

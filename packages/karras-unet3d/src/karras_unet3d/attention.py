@@ -12,7 +12,7 @@ from typing import Literal
 from einops import rearrange
 from torch import Tensor, nn
 
-from karras_unet3d._validation import check_float, check_int, check_tensor
+from karras_unet3d._validation import check_bool, check_float, check_int, check_tensor
 from mp_layers import MPAttention, MPTransformer
 from mp_layers import MPFeedForward as MPTokenFeedForward
 
@@ -65,7 +65,7 @@ class SpaceTimeAttention(nn.Module):
     ) -> None:
         super().__init__()
         self.dim = check_int("dim", dim)
-        self.factorize = bool(factorize)
+        self.factorize = check_bool("factorize", factorize)
         kwargs = {
             "heads": heads,
             "dim_head": dim_head,
@@ -74,11 +74,11 @@ class SpaceTimeAttention(nn.Module):
         }
         axes: tuple[AttentionAxes, ...] = ("space", "time") if factorize else ("full",)
         self.axes = axes
-        self.layers = nn.ModuleList(MPAttention(dim, **kwargs) for _ in axes)  # type: ignore[arg-type]
+        self.layers = nn.ModuleList(MPAttention(dim, **kwargs) for _ in axes)
 
     def forward(self, x: Tensor) -> Tensor:
         x = _check_video(self, x, self.dim)
-        for attention, axes in zip(self.layers, self.axes):
+        for attention, axes in zip(self.layers, self.axes, strict=True):
             x = _attend(attention, x, axes)
         return x
 

@@ -4,10 +4,10 @@ adapted to video `(b, c, t, h, w)`.
 Layout, with `D = num_downsamples` and level channels `c_k = min(dim * 2**k, dim_max)`:
 
     input   MPConv3d(channels [+ channels if self-conditioning] + ones -> dim, 3x3x3)
-    level k < D   encoder: [down-sampling block (k > 0)], num_blocks_per_stage[k] blocks
-    level D       encoder: down-sampling block; then two middle blocks
-    level k       decoder: num_blocks_per_stage[k] + 1 blocks (1 at level D), each taking the
-                  next skip through mp_cat; then an up-sampling block (k > 0)
+    level k       encoder: [down-sampling block (k > 0)], n_k blocks
+    middle        two blocks at level D (after the encoder's level D)
+    level k       decoder: n_k + 1 blocks (from D down to 0), each taking the next skip through
+                  mp_cat; then an up-sampling block to level k - 1's width (k > 0)
     output  MPConv3d(dim -> channels, 3x3x3) * gain, gain initialised to 0
 
 Every encoder output (the input convolution included) is a skip. The i-th down-sampling block
@@ -50,6 +50,21 @@ def _as_tuple(name: str, value: object, length: int) -> tuple[Any, ...]:
     return (value,) * length
 
 
+def _blocks_per_level(value: object, depth: int) -> tuple[int, ...]:
+    """`depth + 1` block counts, one per level: an int for all, `depth + 1` ints, or `depth` ints
+    (the reference's form: level 0 then repeats the first entry)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) not in (depth, depth + 1):
+            raise ValueError(
+                f"num_blocks_per_stage: expected an int or {depth} or {depth + 1} ints for "
+                f"num_downsamples={depth}, got {len(value)}: {tuple(value)!r}"
+            )
+        counts = tuple(value) if len(value) == depth + 1 else (value[0], *value)
+    else:
+        counts = (value,) * (depth + 1)
+    return tuple(check_int("num_blocks_per_stage", n) for n in counts)
+
+
 class KarrasUnet3D(nn.Module):
     """The EDM2 magnitude-preserving 3-D U-Net (no biases, no group norm; every layer from mp-layers).
 
@@ -60,8 +75,9 @@ class KarrasUnet3D(nn.Module):
         num_classes: classes for class conditioning (None: unconditional).
         channels: channels of the video (or latent) being denoised.
         num_downsamples: number of down-sampling stages `D`.
-        num_blocks_per_stage: blocks per encoder level `0..D-1` (an int or `D` ints, each >= 1);
-            the decoder has one more per level.
+        num_blocks_per_stage: encoder blocks `n_k` per level `0..D` besides the down-sampling
+            block: an int, `D + 1` ints, or `D` ints as in the reference (level 0 then repeats the
+            first entry); the decoder has `n_k + 1` per level (EDM2).
         downsample_types: per stage 'all' (frames, height, width), 'frame' or 'image' (height and
             width); a single string applies to every stage; None means 'all' everywhere.
         attn_res: image resolutions (height) at which blocks carry self-attention.
@@ -116,10 +132,7 @@ class KarrasUnet3D(nn.Module):
         self.num_classes = num_classes
         self.channels = check_int("channels", channels)
         self.num_downsamples = depth = check_int("num_downsamples", num_downsamples)
-        blocks = tuple(
-            check_int("num_blocks_per_stage", n)
-            for n in _as_tuple("num_blocks_per_stage", num_blocks_per_stage, depth)
-        )
+        blocks = _blocks_per_level(num_blocks_per_stage, depth)
         types = _as_tuple(
             "downsample_types", "all" if downsample_types is None else downsample_types, depth
         )
@@ -209,7 +222,7 @@ class KarrasUnet3D(nn.Module):
                 )
                 self.encoder.append(down)
                 skip_chans.append(chans[level])
-            for _ in range(blocks[level] if level < depth else 0):
+            for _ in range(blocks[level]):
                 self.encoder.append(EncoderBlock(chans[level], chans[level], **block_kwargs(level)))
                 skip_chans.append(chans[level])
 
@@ -221,15 +234,20 @@ class KarrasUnet3D(nn.Module):
         self.decoder_takes_skip: list[bool] = []
         cur = chans[depth]
         for level in reversed(range(depth + 1)):
-            for _ in range(blocks[level] + 1 if level < depth else 1):
+            for _ in range(blocks[level] + 1):
                 block = DecoderBlock(cur + skip_chans.pop(), chans[level], **block_kwargs(level))
                 self.decoder.append(block)
                 self.decoder_takes_skip.append(True)
                 cur = chans[level]
             if level > 0:
-                up = DecoderBlock(cur, cur, resample=factors[level - 1], **block_kwargs(level - 1))
+                # the up-sampling block also narrows to the next level's width (as the reference
+                # does; EDM2 keeps the width here), so no wide convolution runs at the finer size
+                up = DecoderBlock(
+                    cur, chans[level - 1], resample=factors[level - 1], **block_kwargs(level - 1)
+                )
                 self.decoder.append(up)
                 self.decoder_takes_skip.append(False)
+                cur = chans[level - 1]
         if skip_chans:  # pragma: no cover - a bookkeeping bug, not a user error
             raise RuntimeError(f"unconsumed skips {skip_chans}")
 
@@ -381,7 +399,7 @@ class KarrasUnet3D(nn.Module):
             skips.append(x)
         for block in self.middle:
             x = self._run(block, x, emb)
-        for block, takes_skip in zip(self.decoder, self.decoder_takes_skip):
+        for block, takes_skip in zip(self.decoder, self.decoder_takes_skip, strict=True):
             if takes_skip:
                 x = mp_cat(x, skips.pop(), dim=1, t=self.mp_cat_t)
             x = self._run(block, x, emb)

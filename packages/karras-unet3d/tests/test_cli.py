@@ -1,0 +1,53 @@
+"""The `karras-unet3d` CLI end to end on a tiny run (seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mp_layers.training")
+pytest.importorskip("mp_layers.video")
+
+from karras_unet3d.cli import CONFIG_FILE, main, sample, synthesize_ema, train
+from mp_layers.video import read_video
+
+TINY_RUN = [
+    "--steps", "2", "--batch-size", "2", "--image-size", "8", "--frames", "2", "--dim", "8",
+    "--dim-max", "8", "--num-downsamples", "1", "--downsample-types", "all", "--attn-res", "4",
+    "--attn-dim-head", "8", "--num-videos", "8", "--sample-steps", "2", "--num-per-class", "1",
+    "--no-progress", "--post-hoc-ema", "0.05,0.1",
+]  # fmt: skip
+
+
+def test_train_sample_and_post_hoc_ema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    summary = train([*TINY_RUN, "--out", str(run)])
+    assert summary["step"] == 2
+    assert 0.0 <= summary["color_accuracy"] <= 1.0
+    assert "class-colour accuracy of 4 samples" in capsys.readouterr().out
+    for name in (CONFIG_FILE, "loss.png", "samples.gif", "metrics.csv"):
+        assert (run / name).is_file(), name
+    sheet = read_video(run / "samples.gif")
+    assert sheet.shape[1] == 2  # frames
+    assert sheet.shape[2] == 4 * (8 + 2) + 2  # one row per class
+    assert list((run / "checkpoints").iterdir())
+
+    out = tmp_path / "more.gif"
+    result = sample(["--checkpoint", str(run), "--out", str(out), "--steps", "2", "--guidance", "2",
+                     "--num-per-class", "2", "--frames", "4"])  # fmt: skip
+    assert out.is_file()
+    assert read_video(out).shape[1] == 4  # longer clips than the training frames
+    assert "color_accuracy" in result
+
+    ema = synthesize_ema(run, 0.07, tmp_path / "ema")
+    assert (ema / "model.safetensors").is_file()
+    assert main(["sample", "--checkpoint", str(ema), "--out", str(tmp_path / "e.gif"),
+                 "--steps", "1", "--num-per-class", "1"]) == 0  # fmt: skip
+
+
+def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert main(["sample", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "x.gif")]) == 1
+    assert "error" in capsys.readouterr().err
+    assert main(["train", *TINY_RUN, "--out", str(tmp_path / "r"), "--downsample-types", "x"]) == 1
