@@ -155,12 +155,23 @@ def ranges(session: nox.Session) -> None:
 @nox.session(python=MAIN_PYTHON, default=False)
 @nox.parametrize("package", list(PACKAGES))
 def lowest(session: nox.Session, package: str) -> None:
-    """The package's tests against the lowest versions its requirements allow."""
-    specs = []
+    """The package's tests against the lowest versions its requirements allow.
+
+    The third-party requirements of the package and of mp-layers (extras included) are passed as
+    direct requirements, so that `lowest-direct` takes the floor of each of them.
+    """
+    from packaging.requirements import Requirement
+
+    specs, floors = [], ["pytest>=8.3"]
     for name in dict.fromkeys([CORE, package]):
-        extras = ",".join(_read_project(PACKAGES[name]).get("optional-dependencies", {}))
-        specs.append(str(PACKAGES[name]) + (f"[{extras}]" if extras else ""))
-    session.install("--resolution=lowest-direct", *specs, "pytest")
+        project = _read_project(PACKAGES[name])
+        extras = project.get("optional-dependencies", {})
+        specs.append(str(PACKAGES[name]) + (f"[{','.join(extras)}]" if extras else ""))
+        for text in [*project.get("dependencies", []), *sum(extras.values(), [])]:
+            if Requirement(text).name not in PACKAGES:
+                floors.append(text)
+    # torch 2.5 (the floor) imports setuptools in inductor's C++ codegen without requiring it.
+    session.install("--resolution=lowest-direct", *specs, *floors, "setuptools>=70")
     session.run("pytest", str(PACKAGES[package].relative_to(ROOT) / "tests"), *session.posargs)
 
 
