@@ -102,6 +102,30 @@ def test_gradcheck_in_double_precision(function) -> None:  # type: ignore[no-unt
     assert torch.autograd.gradcheck(function, (x, y))
 
 
+@pytest.mark.parametrize("dim", [None, 1, -1, (0, 2)])
+def test_normalize_second_order_gradients(dim) -> None:  # type: ignore[no-untyped-def]
+    x = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t: normalize(t, dim=dim), (x,))
+
+
+def test_normalize_gradient_matches_autograd_of_the_formula() -> None:
+    x = (torch.randn(6, 7, 8) * 3).requires_grad_()
+    grad = torch.randn(6, 7, 8)
+    for dim in (1, -1, (1, 2)):
+        norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True)
+        count = math.prod(x.shape[d] for d in ((dim,) if isinstance(dim, int) else dim))
+        expected = torch.autograd.grad(x / (1e-4 + norm / math.sqrt(count)), x, grad)[0]
+        actual = torch.autograd.grad(normalize(x, dim=dim), x, grad)[0]
+        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_normalize_gradient_of_zero_input_is_finite() -> None:
+    x = torch.zeros(2, 5, requires_grad=True)
+    normalize(x).sum().backward()
+    assert x.grad is not None
+    assert torch.isfinite(x.grad).all()
+
+
 def test_functions_match_plain_torch() -> None:
     x = torch.randn(10, 20)
     torch.testing.assert_close(mp_silu(x), F.silu(x) / 0.596)
