@@ -2,7 +2,8 @@
 
 Default: lint, typecheck, tests (each package in its own environment), build (wheel + sdist, then
 installed alone), ranges (inter-package requirements). Not default: lowest (lowest direct
-dependency versions), bench (every package's benchmark scripts).
+dependency versions), bench (every package's benchmark scripts), bench_reference (karras-unet3d
+against the reference implementation, installed in a separate environment).
 
 Packages are discovered from packages/*/pyproject.toml. A missing interpreter is an error. On a
 machine whose interpreters live under pyenv, their folders are put on PATH here, so that nothing
@@ -177,9 +178,32 @@ def lowest(session: nox.Session, package: str) -> None:
 
 @nox.session(python=MAIN_PYTHON, default=False)
 def bench(session: nox.Session) -> None:
-    """Run every packages/*/benchmarks/*.py script; each prints its own table."""
+    """Run every packages/*/benchmarks/*.py script (but *_vs_reference.py); each prints a table."""
     _sync(session, "--all-packages", "--all-extras")
     for folder in PACKAGES.values():
         for script in sorted((folder / "benchmarks").glob("*.py")):
+            if script.stem.endswith("_vs_reference"):
+                continue  # needs the reference installed: see bench_reference
             session.log(f"== {script.relative_to(ROOT)}")
             session.run("python", str(script), *session.posargs)
+
+
+@nox.session(python=MAIN_PYTHON, default=False)
+def bench_reference(session: nox.Session) -> None:
+    """karras-unet3d against denoising-diffusion-pytorch==2.3.4, installed in its own venv."""
+    _sync(session, "--all-packages", "--all-extras")
+    reference = Path(session.create_tmp()) / "reference-venv"
+    if not (reference / "bin" / "python").exists():
+        session.run("uv", "venv", "--python", MAIN_PYTHON, str(reference), external=True)
+        session.run(
+            "uv",
+            "pip",
+            "install",
+            f"--python={reference}",
+            "denoising-diffusion-pytorch==2.3.4",
+            external=True,
+        )
+    script = PACKAGES["karras-unet3d"] / "benchmarks" / "bench_vs_reference.py"
+    session.run(
+        "python", str(script), f"--ref-python={reference / 'bin' / 'python'}", *session.posargs
+    )
