@@ -168,7 +168,8 @@ def lowest(session: nox.Session, package: str) -> None:
         project = _read_project(PACKAGES[name])
         extras = project.get("optional-dependencies", {})
         specs.append(str(PACKAGES[name]) + (f"[{','.join(extras)}]" if extras else ""))
-        for text in [*project.get("dependencies", []), *sum(extras.values(), [])]:
+        extra_requirements = [text for group in extras.values() for text in group]
+        for text in [*project.get("dependencies", []), *extra_requirements]:
             if Requirement(text).name not in PACKAGES:
                 floors.append(text)
     # torch 2.5 (the floor) imports setuptools in inductor's C++ codegen without requiring it.
