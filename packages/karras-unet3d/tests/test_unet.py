@@ -53,7 +53,6 @@ def seed_example_kwargs(scale: int) -> dict[str, Any]:
     }
 
 
-@pytest.mark.slow
 def test_seed_main_example_runs() -> None:
     """The reference's own example crashes there (heads * dim_head != dim); here it runs."""
     unet = KarrasUnet3D(**seed_example_kwargs(1)).eval()
@@ -396,7 +395,8 @@ def test_config_round_trips() -> None:
     assert KarrasUnet3D.from_config(json.loads(json.dumps(net.config))).config == net.config
 
 
-@pytest.mark.slow  # ~20 s of fixed dynamo start-up cost plus tracing, even for the tiniest net
+# ~20 s of fixed dynamo start-up cost plus tracing, even for the tiniest net: kept in the default
+# run because a graph break in forward is a regression users feel.
 def test_torch_compile_without_graph_breaks() -> None:
     # The smallest net that still has every block kind (down, middle with factorised attention,
     # up, class embedding); dynamo tracing time grows with the number of blocks.
