@@ -13,7 +13,7 @@ the table shows medians. Same constructor arguments (the issue's configuration),
 - train step: forward + MSE loss + backward + Adam step, median of `--iters` steps after a warm-up.
 - eval forward: `model.eval()` under `torch.inference_mode()`, median of `--iters` calls.
 - peak memory: a fresh process builds the model and the batch, records its resident set size
-  (RSS, /proc/self/statm), runs two training steps and reports `ru_maxrss` (the kernel's
+  (RSS, /proc/self/statm), runs two training steps and reports `VmHWM` (the kernel's
   high-water mark of RSS) minus that baseline: the extra memory a training step needs
   (activations, gradients, Adam state). tracemalloc cannot see torch's allocations, hence RSS.
 - gradient checkpointing: ours with `gradient_checkpointing=True` vs False, same measurements.
@@ -80,7 +80,9 @@ if mode == "memory":
     model.train()
     base = rss_mib()
     train_step(); train_step()
-    result["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    with open("/proc/self/status") as f:  # VmHWM: peak RSS of this program (not inherited)
+        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    result["peak_mib"] = hwm / 1024 - base
 else:
     times = []
     if mode == "train":

@@ -7,14 +7,14 @@ Thin wrappers over the token modules of mp-layers (`MPAttention`, `MPFeedForward
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 from einops import rearrange
 from torch import Tensor, nn
 
-from karras_unet3d._validation import check_bool, check_float, check_int, check_tensor
 from mp_layers import MPAttention, MPTransformer
 from mp_layers import MPFeedForward as MPTokenFeedForward
+from mp_layers.validation import check_bool, check_float, check_int, check_tensor
 
 __all__ = ["MPFeedForward", "MPImageTransformer", "SpaceTimeAttention"]
 
@@ -66,20 +66,19 @@ class SpaceTimeAttention(nn.Module):
         super().__init__()
         self.dim = check_int("dim", dim)
         self.factorize = check_bool("factorize", factorize)
-        kwargs = {
-            "heads": heads,
-            "dim_head": dim_head,
-            "num_mem_kv": num_mem_kv,
-            "mp_add_t": mp_add_t,
-        }
         axes: tuple[AttentionAxes, ...] = ("space", "time") if factorize else ("full",)
         self.axes = axes
-        self.layers = nn.ModuleList(MPAttention(dim, **kwargs) for _ in axes)
+        self.layers = nn.ModuleList(
+            MPAttention(
+                dim, heads=heads, dim_head=dim_head, num_mem_kv=num_mem_kv, mp_add_t=mp_add_t
+            )
+            for _ in axes
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         x = _check_video(self, x, self.dim)
         for attention, axes in zip(self.layers, self.axes, strict=True):
-            x = _attend(attention, x, axes)
+            x = _attend(cast(MPAttention, attention), x, axes)
         return x
 
     def extra_repr(self) -> str:

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from karras_unet3d._validation import check_float, check_int, check_tensor
 from karras_unet3d.unet import KarrasUnet3D
 from mp_layers import MPFourierEmbedding, MPLinear
+from mp_layers.validation import check_float, check_int, check_tensor
 
 __all__ = ["EDM2Diffusion", "edm2_learning_rate", "edm2_lr_lambda", "karras_sigmas"]
 

@@ -32,9 +32,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from karras_unet3d._validation import check_bool, check_float, check_int, check_tensor
 from karras_unet3d.blocks import RESAMPLE_FACTORS, DecoderBlock, EncoderBlock
 from mp_layers import Gain, MPConv3d, MPFourierEmbedding, MPLinear, mp_cat, mp_silu, mp_sum
+from mp_layers.validation import check_bool, check_float, check_int, check_tensor
 
 __all__ = ["KarrasUnet3D"]
 

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from mp_layers._checks import check_balance, check_float, check_floating, check_int
 from mp_layers.functional import mp_silu, mp_sum, pixel_norm
+from mp_layers.validation import check_balance, check_float, check_floating, check_int
 from mp_layers.weights import MPLinear
 
 __all__ = ["MPAttention", "MPFeedForward", "MPTransformer", "MPTransformerLayer"]

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from mp_layers._checks import check_float, check_floating, check_int
+from mp_layers.validation import check_float, check_floating, check_int
 
 __all__ = ["MPFourierEmbedding"]
 

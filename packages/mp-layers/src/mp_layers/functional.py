@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mp_layers._checks import check_balance, check_eps, check_floating
+from mp_layers.validation import check_balance, check_eps, check_floating
 
 __all__ = ["mp_cat", "mp_silu", "mp_sum", "normalize", "pixel_norm"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mp_layers._checks import check_balance, check_eps, check_float, check_int
 from mp_layers.functional import mp_cat, mp_silu, mp_sum, pixel_norm
+from mp_layers.validation import check_balance, check_eps, check_float, check_int
 
 __all__ = ["Gain", "MPCat", "MPSiLU", "MPSum", "PixelNorm"]
 

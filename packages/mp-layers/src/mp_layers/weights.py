@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mp_layers._checks import check_floating, check_int, check_kernel_size
 from mp_layers.functional import normalize
+from mp_layers.validation import check_bool, check_floating, check_int, check_kernel_size
 
 __all__ = ["MPConv1d", "MPConv2d", "MPConv3d", "MPLinear"]
 
@@ -44,12 +44,8 @@ class _ForcedWeightNorm(nn.Module):
         super().__init__()
         self.dim_in = check_int("dim_in", dim_in)
         self.dim_out = check_int("dim_out", dim_out)
-        for name, flag in (
-            ("concat_ones_to_input", concat_ones_to_input),
-            ("init_dirac", init_dirac),
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name}: expected a bool, got {type(flag).__name__} {flag!r}")
+        check_bool("concat_ones_to_input", concat_ones_to_input)
+        check_bool("init_dirac", init_dirac)
         self.kernel_size = kernel_size
         self.concat_ones_to_input = concat_ones_to_input
         weight = torch.randn(dim_out, dim_in + int(concat_ones_to_input), *kernel_size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mp_layers._checks import check_floating
+from mp_layers.validation import check_floating
 
 PALETTE: tuple[tuple[float, float, float], ...] = (
     (1.0, 0.0, 0.0),

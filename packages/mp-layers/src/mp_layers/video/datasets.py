@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from mp_layers._checks import check_int
+from mp_layers.validation import check_int
 from mp_layers.video._color import to_channels
 from mp_layers.video.io import VIDEO_SUFFIXES, count_frames, read_video
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from mp_layers._checks import check_floating, check_int
+from mp_layers.validation import check_floating, check_int
 
 try:
     import av

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from einops import rearrange
 
-from mp_layers._checks import check_floating
+from mp_layers.validation import check_floating
 from mp_layers.video._color import PALETTE, palette_tensor
 
 

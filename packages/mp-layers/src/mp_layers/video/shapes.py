@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from mp_layers._checks import check_int
+from mp_layers.validation import check_int
 from mp_layers.video._color import COLOR_NAMES, PALETTE, to_channels
 
 SHAPE_NAMES: tuple[str, ...] = ("circle", "square", "triangle")

@@ -1,14 +1,26 @@
-"""Argument validation shared by every public constructor and function of the MP core.
+"""Argument validation for public constructors and functions, shared by every package.
 
 The core depends on torch and einops only, so instead of a runtime type checker these helpers give
 the same guarantee: a wrong type is a `TypeError`, a wrong value a `ValueError`, and both name the
-argument, what was expected and what was given.
+argument, what was expected and what was given. Model packages use them too, so that every
+package reports bad input the same way.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
+__all__ = [
+    "check_balance",
+    "check_bool",
+    "check_eps",
+    "check_float",
+    "check_floating",
+    "check_int",
+    "check_kernel_size",
+    "check_tensor",
+]
 
 import torch
 
@@ -35,6 +47,13 @@ def check_float(
         lo = "-inf" if low is None else low
         hi = "inf" if high is None else high
         raise ValueError(f"{name}: expected a float in [{lo}, {hi}], got {value}")
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Return `value` if it is a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
     return value
 
 
