@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -18,16 +16,8 @@ pytest.importorskip("accelerate")
 
 from mp_layers.training import latest_checkpoint, list_checkpoints, read_metrics
 
-WORKER = Path(__file__).with_name("training_worker.py")
-
-
-def _worker() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("training_worker", WORKER)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .conftest import TRAINING_WORKER as WORKER
+from .conftest import load_training_worker as _worker
 
 
 def _env() -> dict[str, str]:

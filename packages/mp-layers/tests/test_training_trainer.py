@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 from pathlib import Path
 from types import ModuleType
@@ -25,17 +24,12 @@ from mp_layers.training import (
     read_metrics,
 )
 
-WORKER = Path(__file__).with_name("training_worker.py")
+from .conftest import load_training_worker
 
 
 @pytest.fixture(scope="module")
 def worker() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("training_worker", WORKER)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_training_worker()
 
 
 def _trainer(worker: ModuleType, out: Path, **kwargs: Any) -> Trainer:
