@@ -108,6 +108,15 @@ def test_normalize_second_order_gradients(dim) -> None:  # type: ignore[no-untyp
     assert torch.autograd.gradgradcheck(lambda t: normalize(t, dim=dim), (x,))
 
 
+def test_scaled_normalize_is_normalize_times_gain_with_first_and_second_gradients() -> None:
+    from mp_layers.functional import _scaled_normalize
+
+    x = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(_scaled_normalize(x, (1, 2), 1e-4, 0.3), normalize(x) * 0.3)
+    assert torch.autograd.gradcheck(lambda t: _scaled_normalize(t, (1, 2), 1e-4, 0.3), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: _scaled_normalize(t, (1,), 1e-4, 0.3), (x,))
+
+
 def test_normalize_gradient_matches_autograd_of_the_formula() -> None:
     x = (torch.randn(6, 7, 8) * 3).requires_grad_()
     grad = torch.randn(6, 7, 8)

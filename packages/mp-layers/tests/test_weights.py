@@ -61,6 +61,55 @@ def test_eval_forward_changes_nothing(make, shape) -> None:  # type: ignore[no-u
     assert torch.equal(layer.weight, before)
 
 
+def _formula(layer: nn.Module) -> torch.Tensor:
+    weight = layer.weight.detach().float()
+    norm = weight.flatten(1).norm(dim=1).view(-1, *[1] * (weight.ndim - 1))
+    return weight / (1e-4 + norm / math.sqrt(layer.fan_in)) / math.sqrt(layer.fan_in)
+
+
+def test_eval_effective_weight_is_cached_until_the_parameter_changes() -> None:
+    layer = MPConv3d(4, 6, 3).eval()
+    with torch.no_grad():
+        first = layer.effective_weight()
+        assert layer.effective_weight() is first  # no recomputation
+        torch.testing.assert_close(first, _formula(layer))
+        layer.weight.mul_(torch.linspace(0.5, 2.0, 6).view(6, 1, 1, 1, 1))  # like an optimizer step
+        assert layer.effective_weight() is not first
+        torch.testing.assert_close(layer.effective_weight(), _formula(layer))
+    other = MPConv3d(4, 6, 3)
+    layer.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(layer.effective_weight(), _formula(other))
+    layer.double()
+    with torch.inference_mode():
+        assert layer.effective_weight().dtype == torch.float64  # recomputed in the new dtype
+        torch.testing.assert_close(layer.effective_weight().float(), _formula(other))
+
+
+def test_cache_is_not_used_with_autograd_on_or_in_training() -> None:
+    layer = MPLinear(5, 3).eval()
+    with torch.no_grad():
+        layer.effective_weight()
+    weight = layer.effective_weight()  # grad enabled: a fresh, differentiable weight
+    assert weight.requires_grad
+    weight.sum().backward()
+    assert layer.weight.grad is not None
+    layer.train()
+    assert layer._eval_cache is None  # switching modes releases the cache
+    with torch.no_grad():
+        layer.effective_weight()
+    assert layer._eval_cache is None
+
+
+def test_inference_mode_cache_does_not_leak_into_no_grad() -> None:
+    layer = MPLinear(5, 3).eval()
+    with torch.inference_mode():
+        cached = layer.effective_weight()
+    assert cached.is_inference()
+    with torch.no_grad():
+        assert not layer.effective_weight().is_inference()
+
+
 def test_output_is_invariant_to_the_stored_weight_scale() -> None:
     layer = MPConv2d(8, 4, 3).eval()
     x = torch.randn(2, 8, 9, 9)

@@ -59,7 +59,17 @@ def normalize(x: Tensor, dim: int | Sequence[int] | None = None, eps: float = 1e
     check_floating("x", x)
     eps = check_eps(eps)
     dims = _reduced_dims(x, dim)
-    result: Tensor = _Normalize.apply(x, dims, eps)
+    result: Tensor = _Normalize.apply(x, dims, eps, 1.0)
+    return result
+
+
+def _scaled_normalize(x: Tensor, dims: tuple[int, ...], eps: float, gain: float) -> Tensor:
+    """`normalize(x, dims, eps) * gain` in one pass (and one pass in backward), unvalidated.
+
+    For internal callers that already checked their arguments, e.g. the forced weight
+    normalisation of `mp_layers.weights`, whose `gain` is `1 / sqrt(fan_in)`.
+    """
+    result: Tensor = _Normalize.apply(x, dims, eps, gain)
     return result
 
 
@@ -67,25 +77,26 @@ class _Normalize(torch.autograd.Function):
     """`normalize` with a hand-written backward: about 40 % faster than autograd's chain of
     norm, reciprocal and product backwards on CPU, and it saves no float32 copy of `x`.
 
-    Forward: `y = x s`, `s = 1 / (eps + r)`, `r = ||x|| / sqrt(N)`.
-    Backward: `dx = s g - x s^2 <g, x> / (sqrt(N) ||x||)` (the second term vanishes with `x`).
+    Forward: `y = gain x s`, `s = 1 / (eps + r)`, `r = ||x|| / sqrt(N)`.
+    Backward: `dx = gain (s g - x s^2 <g, x> / (sqrt(N) ||x||))` (the second term vanishes with
+    `x`); `gain` is folded into the per-slice factors, so it costs no extra pass.
     The backward is made of differentiable operations (recomputing the norm from `x` when a graph
     of the backward is recorded), so double backward works too.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, dims: tuple[int, ...], eps: float) -> Tensor:
+    def forward(ctx: Any, x: Tensor, dims: tuple[int, ...], eps: float, gain: float) -> Tensor:
         compute = torch.promote_types(x.dtype, torch.float32)
         root_count = math.sqrt(math.prod([x.shape[d] for d in dims]))
         x32 = x.to(compute)
         norm = torch.linalg.vector_norm(x32, dim=dims, keepdim=True)
         scale = torch.add(eps, norm, alpha=1.0 / root_count).reciprocal()
         ctx.save_for_backward(x, norm, scale)
-        ctx.dims, ctx.root_count, ctx.eps = dims, root_count, eps
-        return (x32 * scale).to(x.dtype)
+        ctx.dims, ctx.root_count, ctx.eps, ctx.gain = dims, root_count, eps, gain
+        return (x32 * (scale * gain if gain != 1.0 else scale)).to(x.dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
         x, norm, scale = ctx.saved_tensors
         x32, grad32 = x.to(scale.dtype), grad.to(scale.dtype)
         if torch.is_grad_enabled():  # double backward: norm and scale must depend on x
@@ -97,7 +108,10 @@ class _Normalize(torch.autograd.Function):
             dot = (grad32 * x32).sum(dim=ctx.dims, keepdim=True)
         tiny = torch.finfo(norm.dtype).tiny
         coefficient = scale.square() * dot / (norm.clamp_min(tiny) * ctx.root_count)
-        return torch.addcmul(grad32 * scale, x32, coefficient, value=-1).to(x.dtype), None, None
+        if ctx.gain != 1.0:
+            scale, coefficient = scale * ctx.gain, coefficient * ctx.gain
+        dx = torch.addcmul(grad32 * scale, x32, coefficient, value=-1)
+        return dx.to(x.dtype), None, None, None
 
 
 def pixel_norm(x: Tensor, dim: int = 1, eps: float = 1e-4) -> Tensor:

@@ -5,7 +5,13 @@ output unit: in training mode each forward renormalises it in place (under `no_g
 forward, training or not, uses `normalize(w) / sqrt(fan_in)`, so each output unit computes a
 unit-norm dot product and unit-variance inputs give unit-variance outputs. `fan_in` counts every
 input element of one output unit, the constant-ones channel of `concat_ones_to_input` included.
-Norms are taken in float32 whatever the parameter dtype; the weight is cast to the input's dtype.
+Norms are taken in at least float32 whatever the parameter dtype; the weight is cast to the input's dtype.
+
+Cost: a training forward reads the weight three times (renormalise in place, then one fused
+normalise-and-scale with a hand-written backward). Outside training with autograd off (eval,
+sampling) the effective weight is cached per layer and recomputed only when the parameter
+changes (an optimizer step, `load_state_dict`, `.to()`): one extra copy of the weights in memory,
+released by `.train()`.
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mp_layers.functional import normalize
+from mp_layers.functional import _scaled_normalize
 from mp_layers.validation import check_bool, check_floating, check_int, check_kernel_size
 
 __all__ = ["MPConv1d", "MPConv2d", "MPConv3d", "MPLinear"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_EPS = 1e-4  # `normalize`'s default, as in EDM2
 
 
 class _ForcedWeightNorm(nn.Module):
@@ -63,6 +70,7 @@ class _ForcedWeightNorm(nn.Module):
             # identity from the first forward and renormalisation keeps it so.
             weight *= math.sqrt(weight[0].numel())
         self.weight = nn.Parameter(weight)
+        self._eval_cache: tuple[tuple[object, ...], Tensor] | None = None
 
     @property
     def fan_in(self) -> int:
@@ -70,17 +78,43 @@ class _ForcedWeightNorm(nn.Module):
         return self.weight[0].numel()
 
     def effective_weight(self) -> Tensor:
-        """The weight the layer applies, `normalize(w) / sqrt(fan_in)` in float32 (algorithm 1).
+        """The weight the layer applies, `normalize(w) / sqrt(fan_in)` in float32 or wider (alg. 1).
 
         In training mode this first renormalises the stored weight in place (without gradient), which
         is what keeps the effective learning rate constant (EDM2 section 2.3). Eval mode never
-        changes the parameter.
+        changes the parameter; there, with autograd off, the result is cached until the parameter
+        changes.
         """
-        weight = self.weight.to(torch.float32)
+        dims = tuple(range(1, self.weight.ndim))
+        gain = 1.0 / math.sqrt(self.fan_in)
         if self.training:
             with torch.no_grad():
-                self.weight.copy_(normalize(weight))
-        return normalize(weight) / math.sqrt(self.fan_in)
+                self.weight.copy_(_scaled_normalize(self._weight32(), dims, _EPS, 1.0))
+        elif not (
+            torch.is_grad_enabled()
+            or self.weight.is_inference()
+            or torch.compiler.is_compiling()
+        ):
+            key = (
+                self.weight._version,
+                self.weight.data_ptr(),
+                self.weight.dtype,
+                self.weight.device,
+                torch.is_inference_mode_enabled(),
+            )
+            if self._eval_cache is not None and self._eval_cache[0] == key:
+                return self._eval_cache[1]
+            weight = _scaled_normalize(self._weight32(), dims, _EPS, gain)
+            self._eval_cache = (key, weight)
+            return weight
+        return _scaled_normalize(self._weight32(), dims, _EPS, gain)
+
+    def _weight32(self) -> Tensor:
+        return self.weight.to(torch.promote_types(self.weight.dtype, torch.float32))
+
+    def train(self, mode: bool = True) -> _ForcedWeightNorm:
+        self._eval_cache = None  # switching modes releases the cached effective weight
+        return super().train(mode)
 
     def extra_repr(self) -> str:
         parts = [f"{self.dim_in}, {self.dim_out}"]
