@@ -9,7 +9,7 @@ import torch
 
 from karras_unet3d import KarrasUnet3D, MPFeedForward, MPImageTransformer, SpaceTimeAttention
 from karras_unet3d.blocks import DecoderBlock, EncoderBlock
-from mp_layers import MPAttention, MPConv3d, pixel_norm
+from mp_layers import MPAttention, MPConv3d, mp_sum, pixel_norm
 
 TINY: dict[str, Any] = {
     "frames": 4,
@@ -253,6 +253,58 @@ def test_resnet_balance_is_used_and_weights_the_residual_branch() -> None:
         net.output_gain.gain.data.fill_(1.0)
         outs.append(run(net, x))
     assert not torch.allclose(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("resample", [(1, 2, 2), (2, 1, 1), (2, 2, 2)])
+def test_upsampling_block_equals_upsampling_then_the_plain_block(resample) -> None:  # type: ignore[no-untyped-def]
+    """The up-sampling block works at the low resolution (polyphase conv0, skip conv before the
+    up-sampling); it must compute exactly `block(nearest_upsample(x))`, gradients included."""
+    torch.manual_seed(0)
+    block = DecoderBlock(6, 4, emb_dim=8, resample=resample, dropout=0.0).double().eval()
+    block.emb_gain.gain.data.fill_(0.7)
+    x = torch.randn(2, 6, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    emb = torch.randn(2, 8, dtype=torch.float64)
+    up = torch.nn.functional.interpolate(x, scale_factor=tuple(map(float, resample)))
+    plain = mp_sum(block.conv_skip(up), block._residual_branch(up, emb), block.resnet_mp_add_t)
+    fast = block(x, emb)
+    assert (
+        fast.shape
+        == plain.shape
+        == (2, 4, *(n * f for n, f in zip((2, 3, 4), resample, strict=True)))
+    )
+    torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-10)
+    grad = torch.randn_like(plain)
+    params = [x, *block.parameters()]
+    for a, b in zip(
+        torch.autograd.grad(fast, params, grad),
+        torch.autograd.grad(plain, params, grad),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_channels_last_is_the_same_function_with_a_contiguous_output() -> None:
+    nets = [make(num_classes=3, channels_last=flag) for flag in (True, False)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    x, labels = torch.randn(2, 3, 4, 8, 8), torch.tensor([0, 2])
+    outs, grads = [], []
+    for net in nets:
+        net.output_gain.gain.data.fill_(1.0)
+        out = net(x, torch.zeros(2), class_labels=labels)
+        out.square().mean().backward()
+        assert out.is_contiguous()
+        outs.append(out)
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None]))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-5)
+    convs = [m for m in nets[0].modules() if isinstance(m, MPConv3d)]
+    seen = []
+    hooks = [c.register_forward_pre_hook(lambda m, a: seen.append(a[0])) for c in convs]
+    with torch.no_grad():
+        nets[0](x, torch.zeros(2), class_labels=labels)
+    for hook in hooks:
+        hook.remove()
+    assert all(t.is_contiguous(memory_format=torch.channels_last_3d) for t in seen)
 
 
 def test_skip_concatenation_balance_is_used() -> None:

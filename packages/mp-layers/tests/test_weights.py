@@ -86,6 +86,22 @@ def test_eval_effective_weight_is_cached_until_the_parameter_changes() -> None:
         torch.testing.assert_close(layer.effective_weight().float(), _formula(other))
 
 
+def test_channels_last_input_gets_a_channels_last_weight_and_output() -> None:
+    layer = MPConv3d(4, 6, 3)
+    x = torch.randn(2, 4, 3, 5, 5)
+    x_cl = x.contiguous(memory_format=torch.channels_last_3d)
+    for mode in (True, False):
+        layer.train(mode)
+        out = layer(x_cl)
+        assert out.is_contiguous(memory_format=torch.channels_last_3d)
+        torch.testing.assert_close(out, layer(x), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        weight = layer.effective_weight(torch.channels_last_3d)
+        assert weight.is_contiguous(memory_format=torch.channels_last_3d)
+        assert layer.effective_weight(torch.channels_last_3d) is weight  # cached per layout
+        assert layer.effective_weight().is_contiguous()
+
+
 def test_cache_is_not_used_with_autograd_on_or_in_training() -> None:
     layer = MPLinear(5, 3).eval()
     with torch.no_grad():

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from karras_unet3d.attention import SpaceTimeAttention
 from mp_layers import Gain, MPConv3d, MPLinear, mp_silu, mp_sum, pixel_norm
+from mp_layers.upsample import memory_format_of
 
 __all__ = ["RESAMPLE_FACTORS", "DecoderBlock", "EncoderBlock"]
 
@@ -76,25 +77,30 @@ class _Block(nn.Module):
     def _resample(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def _residual_branch(self, x: Tensor, emb: Tensor) -> Tensor:
-        y = self.conv0(mp_silu(x))
+    def _residual_branch(
+        self, x: Tensor, emb: Tensor, upsample: tuple[int, int, int] | None = None
+    ) -> Tensor:
+        y = self.conv0(mp_silu(x), upsample=upsample)
         scale = self.emb_gain(self.emb_linear(emb)) + 1
         y = mp_silu(y * rearrange(scale, "b c -> b c 1 1 1").to(y.dtype))
         return self.conv1(self.dropout(y))
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         """`x (b, dim_in, t, h, w)`, `emb (b, emb_dim)` -> `(b, dim_out, t', h', w')`."""
-        x = self._resample(x)
         if self.flavor == "enc":
+            x = self._resample(x)
             if self.conv_skip is not None:
                 x = self.conv_skip(x)
             x = pixel_norm(x, dim=1)
             x = mp_sum(x, self._residual_branch(x, emb), self.resnet_mp_add_t)
         else:
-            y = self._residual_branch(x, emb)
+            # Up-sampling commutes with mp_silu and with the 1x1x1 skip convolution, and conv0
+            # reads its up-sampled input through the polyphase form: all of it runs at the
+            # low resolution, the same function with fewer multiply-adds.
+            y = self._residual_branch(x, emb, upsample=self.resample)
             if self.conv_skip is not None:
                 x = self.conv_skip(x)
-            x = mp_sum(x, y, self.resnet_mp_add_t)
+            x = mp_sum(self._resample(x), y, self.resnet_mp_add_t)
         if self.attn is not None:
             x = self.attn(x)
         return x
@@ -111,7 +117,8 @@ class EncoderBlock(_Block):
     def _resample(self, x: Tensor) -> Tensor:
         if self.resample is None:
             return x
-        return F.avg_pool3d(x, kernel_size=self.resample, stride=self.resample)
+        pooled = F.avg_pool3d(x, kernel_size=self.resample, stride=self.resample)
+        return pooled.contiguous(memory_format=memory_format_of(x))  # pooling drops channels-last
 
 
 class DecoderBlock(_Block):
