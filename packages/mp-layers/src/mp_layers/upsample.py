@@ -119,8 +119,9 @@ def conv_nearest_upsampled(x: Tensor, weight: Tensor, factors: Sequence[int]) ->
                 device=result.device,
                 memory_format=memory_format_of(result),
             )
-        strided = (slice(p, None, f) for p, f in zip(phase, factors, strict=True))
-        out[(slice(None), slice(None), *strided)] = result
+        strided = tuple(slice(p, None, f) for p, f in zip(phase, factors, strict=True))
+        index = (slice(None), slice(None), *strided)
+        out[index] = result
     assert out is not None
     return out
 
