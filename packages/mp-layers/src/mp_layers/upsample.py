@@ -100,10 +100,10 @@ def conv_nearest_upsampled(x: Tensor, weight: Tensor, factors: Sequence[int]) ->
     padding = [p for axis in reversed(range(dims)) for p in (left[axis], right[axis])]
     padded = F.pad(x, padding)
     sizes = x.shape[2:]
-    out_shape = (x.shape[0], weight.shape[0], *(n * f for n, f in zip(sizes, factors, strict=True)))
     kernels = _phase_kernels(weight, taps)
-    out: Tensor | None = None
-    for phase in _all_phases(factors):
+    phases = _all_phases(factors)
+    results = []
+    for phase in phases:
         kernel_p, window = kernels, padded
         for axis in range(dims):
             low, groups = taps[axis][phase[axis]]
@@ -111,18 +111,16 @@ def conv_nearest_upsampled(x: Tensor, weight: Tensor, factors: Sequence[int]) ->
             kernel_p = kernel_p.narrow(axis + 2, row, len(groups))
             window = window.narrow(axis + 2, left[axis] + low, sizes[axis] + len(groups) - 1)
         # a strided window would send the convolution off oneDNN's fast path (3-10x slower)
-        result = conv(window.contiguous(memory_format=memory_format_of(x)), kernel_p)
-        if out is None:  # allocate like the first phase (dtype under autocast, memory format)
-            out = torch.empty(
-                out_shape,
-                dtype=result.dtype,
-                device=result.device,
-                memory_format=memory_format_of(result),
-            )
+        results.append(conv(window.contiguous(memory_format=memory_format_of(x)), kernel_p))
+    out_shape = (x.shape[0], weight.shape[0], *(n * f for n, f in zip(sizes, factors, strict=True)))
+    first = results[0]  # dtype (autocast) and memory format of the convolution's output
+    out = torch.empty(
+        out_shape, dtype=first.dtype, device=first.device, memory_format=memory_format_of(first)
+    )
+    for phase, result in zip(phases, results, strict=True):
         strided = tuple(slice(p, None, f) for p, f in zip(phase, factors, strict=True))
         index = (slice(None), slice(None), *strided)
         out[index] = result
-    assert out is not None
     return out
 
 
