@@ -5,14 +5,17 @@ The reference must live in its own environment (it pins other versions of shared
     uv venv /tmp/ddp-ref --python 3.11
     VIRTUAL_ENV=/tmp/ddp-ref uv pip install denoising-diffusion-pytorch==2.3.4
     /work/main/.venv/bin/python packages/karras-unet3d/benchmarks/bench_vs_reference.py \
-        --ref-python /tmp/ddp-ref/bin/python --rounds 5
+        --ref-python /tmp/ddp-ref/bin/python --iters 15
 
-Every measurement runs in a fresh subprocess, alternating ours / reference for `--rounds` rounds;
-the table shows medians. Same constructor arguments (the issue's configuration), batch 2, fp32.
+Same constructor arguments (the issue's configuration), batch 2, fp32. Timing: one long-lived
+worker process per side (ours, reference, ours with gradient checkpointing) builds its model; after
+two warm-up steps the driver asks them for one step at a time, in turn (ours, reference, ckpt,
+then the reverse order), `--iters` times per mode, so that a slow spell of a shared machine slows
+every side alike. The table shows medians, and the speed-up is the median of the per-step ratios.
 
-- train step: forward + MSE loss + backward + Adam step, median of `--iters` steps after a warm-up.
-- eval forward: `model.eval()` under `torch.inference_mode()`, median of `--iters` calls.
-- peak memory: a fresh process builds the model and the batch, records its resident set size
+- train step: forward + MSE loss + backward + Adam step.
+- eval forward: `model.eval()` under `torch.inference_mode()`.
+- peak memory (`--rounds` fresh processes per side, alternating): a fresh process builds the model and the batch, records its resident set size
   (RSS, /proc/self/statm), runs two training steps and reports `VmHWM` (the kernel's
   high-water mark of RSS) minus that baseline: the extra memory a training step needs
   (activations, gradients, Adam state). tracemalloc cannot see torch's allocations, hence RSS.
@@ -48,8 +51,8 @@ WORKER = r"""
 import json, resource, statistics, sys, time
 import torch
 
-impl, mode, iters, extra = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
-config = json.loads(sys.argv[5])
+impl, mode, extra = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+config = json.loads(sys.argv[4])
 config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
 if impl == "ours":
     from karras_unet3d import KarrasUnet3D
@@ -83,45 +86,74 @@ if mode == "memory":
     with open("/proc/self/status") as f:  # VmHWM: peak RSS of this program (not inherited)
         hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
     result["peak_mib"] = hwm / 1024 - base
-else:
-    times = []
-    if mode == "train":
-        model.train()
-        fn = train_step
-    else:
-        model.eval()
-        def fn():
-            with torch.inference_mode():
-                model(x, t, class_labels=labels)
-    fn()  # warm-up
-    for _ in range(iters):
-        start = time.perf_counter(); fn(); times.append(time.perf_counter() - start)
-    result["seconds"] = statistics.median(times)
-print("RESULT " + json.dumps(result))
+    print("RESULT " + json.dumps(result), flush=True)
+else:  # timing server: one command per line from the driver, one time per line back
+    def eval_step():
+        with torch.inference_mode():
+            model(x, t, class_labels=labels)
+
+    steps = {"train": train_step, "eval": eval_step}
+    print("READY " + json.dumps(result), flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        model.train(command == "train")
+        start = time.perf_counter()
+        steps[command]()
+        print(f"TIME {time.perf_counter() - start}", flush=True)
 """.replace("__BATCH__", str(BATCH))
 
 
-def run(
-    python: str, impl: str, mode: str, iters: int, extra: dict[str, object]
-) -> dict[str, float]:
+def run(python: str, impl: str, extra: dict[str, object]) -> dict[str, float]:
+    """Peak memory, measured in a fresh process."""
     proc = subprocess.run(
-        [python, "-c", WORKER, impl, mode, str(iters), json.dumps(extra), json.dumps(CONFIG)],
+        [python, "-c", WORKER, impl, "memory", json.dumps(extra), json.dumps(CONFIG)],
         capture_output=True,
         text=True,
         check=False,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
-        raise RuntimeError(f"{impl} {mode} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{impl} memory failed:\n{proc.stderr[-3000:]}")
     data: dict[str, float] = json.loads(lines[-1][len("RESULT ") :])
     return data
+
+
+class Server:
+    """A worker process that builds one model, then times one step per command it is sent."""
+
+    def __init__(self, python: str, impl: str, extra: dict[str, object]) -> None:
+        self.proc = subprocess.Popen(
+            [python, "-c", WORKER, impl, "time", json.dumps(extra), json.dumps(CONFIG)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.info: dict[str, object] = json.loads(self._expect("READY "))
+
+    def _expect(self, prefix: str) -> str:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(prefix):
+                return line[len(prefix) :]
+        raise RuntimeError(f"worker exited with {self.proc.wait()}")
+
+    def time(self, mode: str) -> float:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(mode + "\n")
+        self.proc.stdin.flush()
+        return float(self._expect("TIME "))
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref-python", default="/tmp/ddp-ref/bin/python")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="memory measurements per side")
+    parser.add_argument("--iters", type=int, default=15, help="timed steps per side and mode")
     parser.add_argument("--skip-reference", action="store_true")
     args = parser.parse_args()
     ours_python = sys.executable
@@ -133,42 +165,58 @@ def main() -> None:
         if not Path(args.ref_python).exists():
             raise SystemExit(f"--ref-python {args.ref_python} not found (see the docstring)")
         sides.insert(1, ("reference", args.ref_python, dict[str, object]()))
-    results: dict[tuple[str, str], list[float]] = {}
-    torch_version = ""
-    for round_index in range(args.rounds):
-        order = sides if round_index % 2 == 0 else sides[::-1]  # alternate who goes first
-        for mode in ("train", "eval", "memory"):
-            for name, python, extra in order:
-                impl = "ref" if name == "reference" else "ours"
-                data = run(python, impl, mode, args.iters, extra)
-                torch_version = str(data["torch"])
-                key = "peak_mib" if mode == "memory" else "seconds"
-                results.setdefault((name, mode), []).append(float(data[key]))
-        print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr)
 
-    med = {key: statistics.median(values) for key, values in results.items()}
+    servers = {name: Server(python, "ref" if name == "reference" else "ours", extra)
+               for name, python, extra in sides}  # fmt: skip
+    times: dict[tuple[str, str], list[float]] = {}
+    for mode in ("train", "eval"):
+        for server in servers.values():  # warm-up: allocator, oneDNN primitive caches
+            server.time(mode)
+            server.time(mode)
+        for step in range(args.iters):
+            names = list(servers) if step % 2 == 0 else list(servers)[::-1]
+            for name in names:  # interleaved: a slow spell of the machine hits every side
+                times.setdefault((name, mode), []).append(servers[name].time(mode))
+        print(f"{mode}: {args.iters} interleaved steps per side done", file=sys.stderr)
+    torch_version = str(servers["ours"].info["torch"])
+    threads = servers["ours"].info["threads"]
+    for server in servers.values():
+        server.close()
+
+    memory: dict[str, list[float]] = {}
+    for round_index in range(args.rounds):
+        order = sides if round_index % 2 == 0 else sides[::-1]
+        for name, python, extra in order:
+            impl = "ref" if name == "reference" else "ours"
+            memory.setdefault(name, []).append(float(run(python, impl, extra)["peak_mib"]))
+
+    med = {key: statistics.median(values) for key, values in times.items()}
+    mem = {name: statistics.median(values) for name, values in memory.items()}
     print(
         f"machine: {platform.processor() or platform.machine()}, {platform.system()}, "
-        f"torch {torch_version}, batch {BATCH}, fp32, {args.rounds} alternating rounds "
-        f"x {args.iters} iterations (medians)"
+        f"torch {torch_version}, {threads} threads, batch {BATCH}, fp32; medians of "
+        f"{args.iters} interleaved steps (time) and {args.rounds} fresh processes (memory)"
     )
     print(f"config: {CONFIG}")
-    header = "| | train step (s) | eval forward (s) | peak train memory (MiB) |"
-    print(header)
+    print("| | train step (s) | eval forward (s) | peak train memory (MiB) |")
     print("|---|---:|---:|---:|")
     for name, _, _ in sides:
         print(
-            f"| {name} | {med[(name, 'train')]:.3f} | {med[(name, 'eval')]:.3f} | "
-            f"{med[(name, 'memory')]:.0f} |"
+            f"| {name} | {med[(name, 'train')]:.3f} | {med[(name, 'eval')]:.3f} | {mem[name]:.0f} |"
         )
     if not args.skip_reference:
+        pairs = {
+            mode: statistics.median(
+                r / o
+                for r, o in zip(times[("reference", mode)], times[("ours", mode)], strict=True)
+            )
+            for mode in ("train", "eval")
+        }
         print(
-            f"| speed-up / memory ratio (reference / ours) | "
-            f"{med[('reference', 'train')] / med[('ours', 'train')]:.2f}x | "
-            f"{med[('reference', 'eval')] / med[('ours', 'eval')]:.2f}x | "
-            f"{med[('reference', 'memory')] / med[('ours', 'memory')]:.2f}x |"
+            f"| reference / ours (median of per-step ratios) | {pairs['train']:.2f}x | "
+            f"{pairs['eval']:.2f}x | {mem['reference'] / mem['ours']:.2f}x |"
         )
-    saving = 1 - med[("ours+ckpt", "memory")] / med[("ours", "memory")]
+    saving = 1 - mem["ours+ckpt"] / mem["ours"]
     print(
         f"gradient checkpointing: {saving:.0%} less peak training memory, train step "
         f"{med[('ours+ckpt', 'train')] / med[('ours', 'train')]:.2f}x the time"
