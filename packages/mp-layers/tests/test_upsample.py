@@ -65,3 +65,18 @@ def test_bad_arguments_are_clear_errors() -> None:
         conv_nearest_upsampled(x, torch.randn(3, 2, 3, 3), (2, 0))
     with pytest.raises(TypeError, match="floating"):
         conv_nearest_upsampled(x.long(), torch.randn(3, 2, 3, 3), (2, 2))
+
+
+def test_upsample_nearest_and_memory_format_of() -> None:
+    from mp_layers.upsample import memory_format_of, upsample_nearest
+
+    x = torch.randn(1, 2, 3, 4, 5)
+    assert upsample_nearest(x, (1, 1, 1)) is x
+    expected = x.repeat_interleave(2, dim=3).repeat_interleave(3, dim=4)
+    torch.testing.assert_close(upsample_nearest(x, (1, 2, 3)), expected)
+    assert memory_format_of(x) == torch.contiguous_format
+    assert memory_format_of(x.contiguous(memory_format=torch.channels_last_3d)) == (
+        torch.channels_last_3d
+    )
+    image = torch.randn(1, 2, 3, 4).contiguous(memory_format=torch.channels_last)
+    assert memory_format_of(image) == torch.channels_last

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from karras_unet3d.attention import SpaceTimeAttention
 from mp_layers import Gain, MPConv3d, MPLinear, mp_silu, mp_sum, pixel_norm
-from mp_layers.upsample import memory_format_of
+from mp_layers.upsample import memory_format_of, upsample_nearest
 
 __all__ = ["RESAMPLE_FACTORS", "DecoderBlock", "EncoderBlock"]
 
@@ -127,6 +127,4 @@ class DecoderBlock(_Block):
     flavor = "dec"
 
     def _resample(self, x: Tensor) -> Tensor:
-        if self.resample is None:
-            return x
-        return F.interpolate(x, scale_factor=tuple(float(f) for f in self.resample), mode="nearest")
+        return x if self.resample is None else upsample_nearest(x, self.resample)

@@ -158,7 +158,7 @@ def mp_cat(a: Tensor, b: Tensor, dim: int = 1, t: float = 0.5) -> Tensor:
     scale = math.sqrt((size_a + size_b) / ((1.0 - t) ** 2 + t**2))
     weight_a = scale * (1.0 - t) / math.sqrt(size_a)
     weight_b = scale * t / math.sqrt(size_b)
-    if a.dtype != b.dtype or a.device != b.device:
+    if a.dtype != b.dtype:
         return torch.cat((a * weight_a, b * weight_b), dim=dim)
     # one concatenation, then one in-place scaling by a per-position weight along `dim`
     weights = torch.full((size_a + size_b,), weight_b, dtype=a.dtype, device=a.device)

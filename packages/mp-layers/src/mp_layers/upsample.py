@@ -22,9 +22,9 @@ from torch import Tensor
 
 from mp_layers.validation import check_floating, check_int
 
-__all__ = ["conv_nearest_upsampled"]
+__all__ = ["conv_nearest_upsampled", "memory_format_of", "upsample_nearest"]
 
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+CONV_BY_DIMS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}  # spatial dimensions -> convolution
 
 
 PhaseTaps = tuple[tuple[int, tuple[tuple[int, ...], ...]], ...]
@@ -77,7 +77,7 @@ def conv_nearest_upsampled(x: Tensor, weight: Tensor, factors: Sequence[int]) ->
     """
     x = check_floating("x", x)
     dims = x.ndim - 2
-    if dims not in _CONV or weight.ndim != x.ndim or weight.shape[1] != x.shape[1]:
+    if dims not in CONV_BY_DIMS or weight.ndim != x.ndim or weight.shape[1] != x.shape[1]:
         raise ValueError(
             f"conv_nearest_upsampled: expected x (b, c, *spatial) with 1-3 spatial dims and a "
             f"weight (out, c, *kernel) of the same rank, got {tuple(x.shape)} and "
@@ -90,9 +90,9 @@ def conv_nearest_upsampled(x: Tensor, weight: Tensor, factors: Sequence[int]) ->
             f"conv_nearest_upsampled: expected {dims} factors and an odd kernel, got factors "
             f"{factors} and kernel {kernel}"
         )
-    conv = _CONV[dims]
+    conv = CONV_BY_DIMS[dims]
     if all(k == 1 for k in kernel):  # a pointwise layer commutes with the up-sampling
-        return _upsample(conv(x, weight), factors)
+        return upsample_nearest(conv(x, weight), factors)
     taps = [_phase_taps(k, f) for k, f in zip(kernel, factors, strict=True)]
     # pad once by the largest reach on each side; every phase reads a window of it
     left = [max(-low for low, _ in axis) for axis in taps]
@@ -140,7 +140,8 @@ def _all_phases(factors: tuple[int, ...]) -> list[tuple[int, ...]]:
     return phases
 
 
-def _upsample(x: Tensor, factors: tuple[int, ...]) -> Tensor:
+def upsample_nearest(x: Tensor, factors: Sequence[int]) -> Tensor:
+    """Nearest-neighbour up-sampling of `(b, c, *spatial)` by one integer factor per dimension."""
     if math.prod(factors) == 1:
         return x
     return F.interpolate(x, scale_factor=tuple(float(f) for f in factors), mode="nearest")

@@ -5,7 +5,8 @@ output unit: in training mode each forward renormalises it in place (under `no_g
 forward, training or not, uses `normalize(w) / sqrt(fan_in)`, so each output unit computes a
 unit-norm dot product and unit-variance inputs give unit-variance outputs. `fan_in` counts every
 input element of one output unit, the constant-ones channel of `concat_ones_to_input` included.
-Norms are taken in at least float32 whatever the parameter dtype; the weight is cast to the input's dtype.
+Norms are taken in at least float32 whatever the parameter dtype; the weight is cast to the input's
+dtype.
 
 Cost: a training forward reads the weight three times (renormalise in place, then one fused
 normalise-and-scale with a hand-written backward). Outside training with autograd off (eval,
@@ -24,12 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mp_layers.functional import _scaled_normalize
-from mp_layers.upsample import conv_nearest_upsampled, memory_format_of
+from mp_layers.upsample import CONV_BY_DIMS, conv_nearest_upsampled, memory_format_of
 from mp_layers.validation import check_bool, check_floating, check_int, check_kernel_size
 
 __all__ = ["MPConv1d", "MPConv2d", "MPConv3d", "MPLinear"]
 
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _EPS = 1e-4  # `normalize`'s default, as in EDM2
 
 
@@ -187,7 +187,7 @@ class _MPConvNd(_ForcedWeightNorm):
         weight = self.effective_weight(memory_format_of(x)).to(x.dtype)
         if upsample is not None:
             return conv_nearest_upsampled(x, weight, upsample)
-        return _CONV[self.spatial_dims](x, weight, padding="same")
+        return CONV_BY_DIMS[self.spatial_dims](x, weight, padding="same")
 
 
 class MPConv1d(_MPConvNd):
