@@ -231,6 +231,17 @@ def test_attention_balance_is_the_weight_of_the_attention_branch() -> None:
 # ---------------------------------------------------------------- balances (reference defects)
 
 
+def assert_twins_differ(nets: list[KarrasUnet3D]) -> None:
+    """Two nets that differ only in a hyper-parameter, given the same weights, must disagree."""
+    nets[1].load_state_dict(nets[0].state_dict())
+    x = torch.randn(1, 3, 4, 8, 8)
+    outs = []
+    for net in nets:
+        net.output_gain.gain.data.fill_(1.0)
+        outs.append(run(net, x))
+    assert not torch.allclose(outs[0], outs[1])
+
+
 def test_resnet_balance_is_used_and_weights_the_residual_branch() -> None:
     """Reference defects: resnet_mp_add_t was ignored, and MPAdd's t weighted the skip."""
     x = torch.randn(2, 8, 2, 4, 4)
@@ -246,13 +257,7 @@ def test_resnet_balance_is_used_and_weights_the_residual_branch() -> None:
         assert {b.resnet_mp_add_t for b in [*net.encoder, *net.middle, *net.decoder]} == {
             net.config["resnet_mp_add_t"]
         }
-    nets[1].load_state_dict(nets[0].state_dict())
-    x = torch.randn(1, 3, 4, 8, 8)
-    outs = []
-    for net in nets:
-        net.output_gain.gain.data.fill_(1.0)
-        outs.append(run(net, x))
-    assert not torch.allclose(outs[0], outs[1])
+    assert_twins_differ(nets)
 
 
 @pytest.mark.parametrize("resample", [(1, 2, 2), (2, 1, 1), (2, 2, 2)])
@@ -309,13 +314,7 @@ def test_channels_last_is_the_same_function_with_a_contiguous_output() -> None:
 
 def test_skip_concatenation_balance_is_used() -> None:
     nets = [make(mp_cat_t=t) for t in (0.2, 0.8)]
-    nets[1].load_state_dict(nets[0].state_dict())
-    x = torch.randn(1, 3, 4, 8, 8)
-    outs = []
-    for net in nets:
-        net.output_gain.gain.data.fill_(1.0)
-        outs.append(run(net, x))
-    assert not torch.allclose(outs[0], outs[1])
+    assert_twins_differ(nets)
 
 
 # ---------------------------------------------------------------- conditioning
