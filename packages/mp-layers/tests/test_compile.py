@@ -61,3 +61,16 @@ def test_inductor_compiles_a_conv_block() -> None:
     torch._dynamo.reset()
     compiled = torch.compile(block.eval(), fullgraph=True)
     torch.testing.assert_close(compiled(x), block(x), rtol=1e-4, atol=1e-4)
+
+
+@needs_dynamo
+def test_dropout_compiles_without_graph_breaks() -> None:
+    module = mp.Dropout(0.3)
+    x = torch.randn(4, 16, requires_grad=True)
+    torch._dynamo.reset()
+    compiled = torch.compile(module, fullgraph=True, backend="eager")
+    torch.manual_seed(0)
+    out = compiled(x)
+    torch.manual_seed(0)
+    torch.testing.assert_close(out, module(x))
+    torch.testing.assert_close(compiled.eval()(x), x)  # eval: the identity

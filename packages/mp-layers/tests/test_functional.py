@@ -161,3 +161,33 @@ def test_bad_inputs_are_clear_errors() -> None:
         normalize(torch.randn(2, 3), eps=0.0)
     with pytest.raises(TypeError, match="t: expected a float"):
         mp_sum(torch.randn(2), torch.randn(2), "0.3")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_keeps_each_element_with_probability_1_minus_p_and_rescales(p: float) -> None:
+    from mp_layers import Dropout, dropout
+
+    x = torch.ones(400_000, requires_grad=True)
+    torch.manual_seed(0)
+    y = dropout(x, p)
+    kept = y != 0
+    assert kept.float().mean().item() == pytest.approx(1 - p, abs=0.005)
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
+    y.sum().backward()
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, y.detach())  # the gradient is the same scaled mask
+    torch.manual_seed(0)
+    torch.testing.assert_close(Dropout(p)(x), y)  # the module is the function, seeded alike
+    assert dropout(x, p, training=False) is x
+    assert Dropout(p).eval()(x) is x
+    assert dropout(x, 0.0) is x
+    assert not dropout(x, 1.0).any()
+
+
+def test_dropout_rejects_probabilities_outside_0_1() -> None:
+    from mp_layers import Dropout, dropout
+
+    with pytest.raises(ValueError, match="p: expected"):
+        dropout(torch.ones(3), 1.5)
+    with pytest.raises(ValueError, match="p: expected"):
+        Dropout(-0.1)

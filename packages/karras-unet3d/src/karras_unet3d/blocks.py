@@ -21,7 +21,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from karras_unet3d.attention import SpaceTimeAttention
-from mp_layers import Gain, MPConv3d, MPLinear, mp_silu, mp_sum, pixel_norm
+from mp_layers import Dropout, Gain, MPConv3d, MPLinear, mp_silu, mp_sum, pixel_norm
 from mp_layers.upsample import memory_format_of, upsample_nearest
 
 __all__ = ["RESAMPLE_FACTORS", "DecoderBlock", "EncoderBlock"]
@@ -60,7 +60,7 @@ class _Block(nn.Module):
         self.conv0 = MPConv3d(conv0_in, dim_out, 3)
         self.emb_linear = MPLinear(emb_dim, dim_out)
         self.emb_gain = Gain()  # starts at 0: the embedding modulation is switched on by training
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.conv1 = MPConv3d(dim_out, dim_out, 3)
         self.attn = (
             SpaceTimeAttention(
