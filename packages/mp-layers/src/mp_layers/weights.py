@@ -27,6 +27,12 @@ from torch import Tensor, nn
 from mp_layers.functional import _scaled_normalize
 from mp_layers.upsample import CONV_BY_DIMS, conv_nearest_upsampled, memory_format_of
 from mp_layers.validation import check_bool, check_floating, check_int, check_kernel_size
+from mp_layers.winograd import (
+    winograd_conv3d,
+    winograd_conv3d_transformed,
+    winograd_weight,
+    winograd_worthwhile,
+)
 
 __all__ = ["MPConv1d", "MPConv2d", "MPConv3d", "MPLinear"]
 
@@ -73,6 +79,7 @@ class _ForcedWeightNorm(nn.Module):
             weight *= math.sqrt(weight[0].numel())
         self.weight = nn.Parameter(weight)
         self._eval_cache: tuple[tuple[object, ...], Tensor] | None = None
+        self._winograd_cache: tuple[Tensor, Tensor] | None = None  # (eval weight, transformed)
 
     @property
     def fan_in(self) -> int:
@@ -121,7 +128,8 @@ class _ForcedWeightNorm(nn.Module):
         return self.weight.to(torch.promote_types(self.weight.dtype, torch.float32))
 
     def train(self, mode: bool = True) -> _ForcedWeightNorm:
-        self._eval_cache = None  # switching modes releases the cached effective weight
+        if mode != self.training:  # switching modes releases the cached effective weight
+            self._eval_cache = self._winograd_cache = None
         return super().train(mode)
 
     def extra_repr(self) -> str:
@@ -187,7 +195,22 @@ class _MPConvNd(_ForcedWeightNorm):
         weight = self.effective_weight(memory_format_of(x)).to(x.dtype)
         if upsample is not None:
             return conv_nearest_upsampled(x, weight, upsample)
+        backward = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+        if self.spatial_dims == 3 and winograd_worthwhile(x, weight, backward=backward):
+            if backward:
+                return winograd_conv3d(x, weight)
+            return winograd_conv3d_transformed(x, self._winograd_weight(weight))
         return CONV_BY_DIMS[self.spatial_dims](x, weight, padding="same")
+
+    def _winograd_weight(self, weight: Tensor) -> Tensor:
+        """`winograd_weight(weight)`, cached alongside the cached eval weight."""
+        cached = self._winograd_cache
+        if cached is not None and cached[0] is weight:
+            return cached[1]
+        transformed = winograd_weight(weight).to(weight.dtype)
+        if self._eval_cache is not None and self._eval_cache[1] is weight:
+            self._winograd_cache = (weight, transformed)
+        return transformed
 
 
 class MPConv1d(_MPConvNd):

@@ -1,0 +1,252 @@
+"""Winograd convolution for 3x3x3 kernels on the CPU: fewer multiply-adds than oneDNN's direct one.
+
+`winograd_conv3d(x, w)` equals `F.conv3d(x, w, padding=1)` for a `(c_out, c_in, 3, 3, 3)` kernel,
+computed with Lavin & Gray's minimal filtering algorithm ("Fast Algorithms for Convolutional Neural
+Networks", 2016): F(2, 3) along time (2 outputs from a 4-sample tile) and F(4, 3) along height and
+width (4 outputs from a 6-sample tile), nested. Each output tile of `2 x 4 x 4` positions costs
+`4 x 6 x 6 = 144` multiply-adds per input-output channel pair instead of `32 x 27 = 864`; they run
+as one batched GEMM `(144, tiles, c_in) @ (144, c_in, c_out)`, between transforms that are only
+additions. On a 2-core AVX2 CPU this makes a 128-channel layer at 4x16x16 about 1.4x faster than
+oneDNN in eval even though MKL's GEMM runs at half oneDNN's rate there; small layers (few
+channels or few tiles) stay faster direct, which `winograd_worthwhile` decides. Training gains
+less (about 1.1x for such a layer, forward + backward), since the weight gradient stays direct.
+
+Precision: the transforms add rounding; in float32 the largest error is about 1e-5 of the output's
+largest magnitude (direct convolution: about 1e-6), far below bfloat16 or TF32 rounding.
+`set_winograd_enabled(False)` turns it off for the whole process (`MPConv3d` then always calls
+`F.conv3d`). It is never used for float64 (gradcheck stays exact), off the CPU (cuDNN chooses its
+own algorithms) or under `torch.compile` (inductor gets the plain convolution).
+
+Gradients: the input gradient is itself a Winograd convolution (of the output gradient with the
+flipped, transposed kernel); the weight gradient is oneDNN's (`torch.nn.grad.conv3d_weight`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "set_winograd_enabled",
+    "winograd_conv3d",
+    "winograd_conv3d_transformed",
+    "winograd_enabled",
+    "winograd_weight",
+    "winograd_worthwhile",
+]
+
+_state = {"enabled": True}
+
+Views = Sequence[Tensor]
+
+
+def set_winograd_enabled(enabled: bool) -> bool:
+    """Allow (default) or forbid Winograd convolutions in `MPConv3d`; returns the previous value."""
+    if not isinstance(enabled, bool):
+        raise TypeError(f"set_winograd_enabled: expected a bool, got {type(enabled).__name__}")
+    previous, _state["enabled"] = _state["enabled"], enabled
+    return previous
+
+
+def winograd_enabled() -> bool:
+    """Whether `MPConv3d` may use `winograd_conv3d` (see `set_winograd_enabled`)."""
+    return _state["enabled"]
+
+
+# --- the two 1-D algorithms: input transform B^T, kernel transform G, output transform A^T -------
+
+
+def _input_f23(d: Views, out: Views) -> None:
+    """B^T of F(2, 3): rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3)."""
+    torch.sub(d[0], d[2], out=out[0])
+    torch.add(d[1], d[2], out=out[1])
+    torch.sub(d[2], d[1], out=out[2])
+    torch.sub(d[1], d[3], out=out[3])
+
+
+def _output_f23(m: Views, out: Views) -> None:
+    """A^T of F(2, 3): rows (m0 + m1 + m2, m1 - m2 - m3)."""
+    torch.add(m[0], m[1], out=out[0]).add_(m[2])
+    torch.sub(m[1], m[2], out=out[1]).sub_(m[3])
+
+
+def _input_f43(d: Views, out: Views) -> None:
+    """B^T of F(4, 3), points (0, +-1, +-2, inf), with shared sub-expressions (12 passes, not 16):
+    rows 4d0 - 5d2 + d4, -4d1 - 4d2 + d3 + d4, 4d1 - 4d2 - d3 + d4, -2d1 - d2 + 2d3 + d4,
+    2d1 - d2 - 2d3 + d4, 4d1 - 5d3 + d5."""
+    a = torch.add(d[4], d[2], alpha=-4)  # d4 - 4 d2
+    b = torch.add(d[3], d[1], alpha=-4)  # d3 - 4 d1
+    torch.add(a, b, out=out[1])
+    torch.sub(a, b, out=out[2])
+    torch.add(a, d[0], alpha=4, out=out[0]).sub_(d[2])
+    c = torch.sub(d[4], d[2], out=a)  # d4 - d2
+    e = torch.sub(d[3], d[1], out=b)  # d3 - d1
+    torch.add(c, e, alpha=2, out=out[3])
+    torch.add(c, e, alpha=-2, out=out[4])
+    torch.add(d[5], d[1], alpha=4, out=out[5]).add_(d[3], alpha=-5)
+
+
+def _output_f43(m: Views, out: Views) -> None:
+    """A^T of F(4, 3): rows m0 + (m1 + m2) + (m3 + m4), (m1 - m2) + 2 (m3 - m4),
+    (m1 + m2) + 4 (m3 + m4), (m1 - m2) + 8 (m3 - m4) + m5."""
+    s12, d12 = m[1] + m[2], m[1] - m[2]
+    s34, d34 = m[3] + m[4], m[3] - m[4]
+    torch.add(s12, s34, out=out[0]).add_(m[0])
+    torch.add(d12, d34, alpha=2, out=out[1])
+    torch.add(s12, s34, alpha=4, out=out[2])
+    torch.add(d12, d34, alpha=8, out=out[3]).add_(m[5])
+
+
+_G_F23 = ((1, 0, 0), (1 / 2, 1 / 2, 1 / 2), (1 / 2, -1 / 2, 1 / 2), (0, 0, 1))
+_G_F43 = (
+    (1 / 4, 0, 0),
+    (-1 / 6, -1 / 6, -1 / 6),
+    (-1 / 6, 1 / 6, -1 / 6),
+    (1 / 24, 1 / 12, 1 / 6),
+    (1 / 24, -1 / 12, 1 / 6),
+    (0, 0, 1),
+)
+
+
+class _Algorithm:
+    """F(m, 3): `m` outputs per tile from `m + 2` inputs."""
+
+    def __init__(self, m: int, kernel: tuple, to_input: Callable, to_output: Callable) -> None:
+        self.m, self.n, self.kernel = m, m + 2, kernel
+        self.to_input, self.to_output = to_input, to_output
+
+
+_F23 = _Algorithm(2, _G_F23, _input_f23, _output_f23)
+_F43 = _Algorithm(4, _G_F43, _input_f43, _output_f43)
+_ALGORITHMS = (_F23, _F43, _F43)  # time, height, width
+_POSITIONS = math.prod(a.n for a in _ALGORITHMS)  # 144 products per tile and channel pair
+
+
+def winograd_weight(weight: Tensor) -> Tensor:
+    """`(c_out, c_in, 3, 3, 3) -> (144, c_in, c_out)`: the kernel transformed (G w G^T along each
+    axis), in the layout of the batched GEMM, in at least float32. One GEMM with the Kronecker
+    product of the three G matrices: 3-4x faster here than three small transforms, which PyTorch
+    runs as batched 3x6 products."""
+    _check_kernel(weight)
+    dtype = torch.promote_types(weight.dtype, torch.float32)
+    taps = weight.to(dtype).permute(2, 3, 4, 1, 0).reshape(27, -1)  # (taps, c_in * c_out)
+    return (_kernel_transform(dtype, weight.device) @ taps).view(_POSITIONS, *weight.shape[1::-1])
+
+
+@functools.cache
+def _kernel_transform(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """`G_t (x) G_h (x) G_w`: `(144, 27)`, row = transformed position, column = kernel tap."""
+    g = [torch.tensor(a.kernel, dtype=torch.float64) for a in _ALGORITHMS]
+    return torch.kron(torch.kron(g[0], g[1]), g[2]).to(dtype=dtype, device=device)
+
+
+def _check_kernel(weight: Tensor) -> None:
+    if weight.ndim != 5 or tuple(weight.shape[2:]) != (3, 3, 3):
+        raise ValueError(
+            f"winograd: expected a weight of shape (c_out, c_in, 3, 3, 3), got {tuple(weight.shape)}"
+        )
+
+
+def winograd_worthwhile(x: Tensor, weight: Tensor, *, backward: bool) -> bool:
+    """Whether `MPConv3d` should call `winograd_conv3d` for this input and weight: enabled, a
+    3x3x3 kernel, float32 on the CPU, not compiling, and large enough that the GEMM saving beats
+    the transforms. Measured on a 2-core AVX2 machine (`benchmarks/bench_winograd.py`): it needs
+    `c_in * c_out / (c_in + c_out) >= 40` (128 -> 64 channels: 1.3x faster in eval; 64 -> 64: no
+    gain) and at least 8 output tiles of 2x4x4, or 64 when a backward pass follows (the kernel is
+    then transformed on every call, and the weight gradient stays direct)."""
+    if not (
+        _state["enabled"]
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.ndim == 5
+        and weight.ndim == 5
+        and tuple(weight.shape[2:]) == (3, 3, 3)
+        and not torch.compiler.is_compiling()
+    ):
+        return False
+    c_in, c_out = weight.shape[1], weight.shape[0]
+    tiles = x.shape[0] * math.prod(
+        -(-size // a.m) for size, a in zip(x.shape[2:], _ALGORITHMS, strict=True)
+    )
+    return c_in * c_out >= 40 * (c_in + c_out) and tiles >= (64 if backward else 8)
+
+
+def winograd_conv3d(x: Tensor, weight: Tensor) -> Tensor:
+    """`F.conv3d(x, weight, padding=1)` for a 3x3x3 kernel, by Winograd's algorithm.
+
+    Args:
+        x: `(b, c_in, t, h, w)`, any size (tiles are padded and the result cropped); channels-last
+            input avoids a layout conversion.
+        weight: `(c_out, c_in, 3, 3, 3)`, same dtype as `x`.
+
+    Returns:
+        `(b, c_out, t, h, w)` in `channels_last_3d` layout. Differentiable in both arguments.
+    """
+    _check_kernel(weight)
+    if x.ndim != 5 or x.shape[1] != weight.shape[1] or x.dtype != weight.dtype:
+        raise ValueError(
+            f"winograd_conv3d: expected x (b, {weight.shape[1]}, t, h, w) of dtype {weight.dtype}, "
+            f"got {tuple(x.shape)} of dtype {x.dtype}"
+        )
+    return _WinogradConv3d.apply(x, weight)
+
+
+class _WinogradConv3d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        return winograd_conv3d_transformed(x, winograd_weight(weight).to(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:  # correlation with the flipped, transposed kernel
+            grad_x = winograd_conv3d(grad, weight.flip(2, 3, 4).transpose(0, 1))
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.nn.grad.conv3d_weight(x, weight.shape, grad, padding=1)
+        return grad_x, grad_w
+
+
+def winograd_conv3d_transformed(x: Tensor, transformed: Tensor) -> Tensor:
+    """The forward of `winograd_conv3d` with a kernel already in `winograd_weight` form (no
+    autograd through the kernel: for cached eval weights)."""
+    batch, channels, *sizes = x.shape
+    tiles = [-(-size // a.m) for size, a in zip(sizes, _ALGORITHMS, strict=True)]
+    # channels-last view, padded by 1 in front and 1 + whatever completes the last tile behind
+    pads = [(1, t * a.m + 1 - s) for t, a, s in zip(tiles, _ALGORITHMS, sizes, strict=True)]
+    u = F.pad(x.permute(0, 2, 3, 4, 1), (0, 0, *pads[2], *pads[1], *pads[0]))
+    # input transform, one axis at a time; the tile position goes in front, so after the third
+    # axis `u` is (4, 6, 6, b, t/2, h/4, w/4, c_in): the GEMM's (positions, tiles, c_in)
+    for axis, (a, t) in enumerate(zip(_ALGORITHMS, tiles, strict=True)):
+        dim = 2 * axis + 1  # the axis' spatial dimension, after `axis` positions, batch, tiles
+        out = u.new_empty((*u.shape[:axis], a.n, *u.shape[axis:dim], t, *u.shape[dim + 1 :]))
+        a.to_input([_tile_taps(u, dim, j, t, a.m) for j in range(a.n)], out.unbind(axis))
+        u = out
+    c_out = transformed.shape[-1]
+    m = torch.bmm(u.view(_POSITIONS, -1, channels), transformed)
+    m = m.view(*(a.n for a in _ALGORITHMS), batch, *tiles, c_out)
+    # output transform from the last axis to the first; each puts its `m` outputs right after
+    # its tile index, so the result is (b, t/2, 2, h/4, 4, w/4, 4, c_out) = channels-last
+    for axis in reversed(range(3)):
+        a = _ALGORITHMS[axis]
+        dim = axis + 2 + axis  # the axis' tile index, after `axis` positions, batch, tiles
+        shape = [*m.shape[:axis], *m.shape[axis + 1 : dim], a.m, *m.shape[dim:]]
+        shape.insert(dim, shape.pop(dim - 1))  # (.., tiles_axis, m, ..)
+        out = m.new_empty(shape)
+        a.to_output(m.unbind(axis), out.unbind(dim))
+        m = out
+    y = m.view(batch, *(t * a.m for t, a in zip(tiles, _ALGORITHMS, strict=True)), c_out)
+    y = y[:, : sizes[0], : sizes[1], : sizes[2]].permute(0, 4, 1, 2, 3)
+    return y.contiguous(memory_format=torch.channels_last_3d)
+
+
+def _tile_taps(u: Tensor, dim: int, tap: int, tiles: int, step: int) -> Tensor:
+    """Sample `tap` of every tile along `dim` (tiles start every `step` samples)."""
+    return u.narrow(dim, tap, (tiles - 1) * step + 1)[(slice(None),) * dim + (slice(None, None, step),)]
