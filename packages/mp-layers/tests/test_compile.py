@@ -54,6 +54,19 @@ def test_compiles_without_graph_breaks(name: str, training: bool) -> None:
 
 
 @needs_dynamo
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_compiles_for_sampling_under_no_grad(name: str) -> None:
+    """Eval under `no_grad` takes the cached-weight path, which must not break the graph."""
+    make, shapes = MODULES[name]
+    module: nn.Module = make().eval()
+    inputs = [torch.randn(shape) for shape in shapes]
+    torch._dynamo.reset()
+    compiled = torch.compile(module, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*inputs), module(*inputs), rtol=1e-5, atol=1e-5)
+
+
+@needs_dynamo
 def test_inductor_compiles_a_conv_block() -> None:
     """One real inductor compilation (the others use the eager backend to stay fast)."""
     block = nn.Sequential(mp.MPConv3d(4, 8, 3), mp.MPSiLU(), mp.MPConv3d(8, 4, 1))

@@ -105,7 +105,8 @@ class _ForcedWeightNorm(nn.Module):
             with torch.no_grad():
                 self.weight.copy_(_scaled_normalize(self._weight32(), dims, _EPS, 1.0))
         elif not (
-            torch.is_grad_enabled() or self.weight.is_inference() or torch.compiler.is_compiling()
+            # is_compiling first: dynamo cannot trace `is_inference()` (a no-grad compile broke)
+            torch.compiler.is_compiling() or torch.is_grad_enabled() or self.weight.is_inference()
         ):
             key = (
                 memory_format,
