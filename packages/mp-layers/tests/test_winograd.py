@@ -32,15 +32,25 @@ def winograd_on() -> Iterator[None]:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_equals_the_direct_convolution_in_float64(shape: tuple[int, ...]) -> None:
-    x = torch.randn(shape, dtype=torch.float64)
-    weight = torch.randn(5, shape[1], 3, 3, 3, dtype=torch.float64)
-    torch.testing.assert_close(
-        winograd_conv3d(x, weight), F.conv3d(x, weight, padding=1), rtol=1e-10, atol=1e-10
-    )
+def test_equals_the_direct_convolution_in_float64_gradients_included(
+    shape: tuple[int, ...],
+) -> None:
+    """Forward and the Winograd-domain backward (dx = B dU overlap-added, dw = G^T dV G)."""
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, shape[1], 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    out, expected = winograd_conv3d(x, weight), F.conv3d(x, weight, padding=1)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    grad = torch.randn_like(expected)
+    got = torch.autograd.grad(out, (x, weight), grad)
+    want = torch.autograd.grad(expected, (x, weight), grad)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
+    (only_x,) = torch.autograd.grad(winograd_conv3d(x, weight.detach()), x, grad)
+    torch.testing.assert_close(only_x, want[0], rtol=1e-10, atol=1e-10)
 
 
-def test_gradients_are_exact_in_float64_and_twice_differentiable() -> None:
+def test_gradcheck_and_double_backward() -> None:
+    """A double backward (create_graph=True) takes the differentiable backward formulas."""
     x = torch.randn(1, 2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(3, 2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(winograd_conv3d, (x, weight))
@@ -174,7 +184,8 @@ def test_mpconv3d_training_gradients_match_the_direct_convolution(
         out = conv(xg)
         out.square().mean().backward()
         assert runs.calls == int(enabled)
-        assert conv.weight.grad is not None and xg.grad is not None
+        assert conv.weight.grad is not None
+        assert xg.grad is not None
         results.append((out, xg.grad, conv.weight.grad))
     for direct, winograd in zip(*results, strict=True):
         scale = direct.abs().max()

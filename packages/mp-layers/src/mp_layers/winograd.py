@@ -113,16 +113,53 @@ _G_F43 = (
 )
 
 
-class _Algorithm:
-    """F(m, 3): `m` outputs per tile from `m + 2` inputs."""
+_BT_F23 = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
+_AT_F23 = ((1, 1, 1, 0), (0, 1, -1, -1))
+_BT_F43 = (
+    (4, 0, -5, 0, 1, 0),
+    (0, -4, -4, 1, 1, 0),
+    (0, 4, -4, -1, 1, 0),
+    (0, -2, -1, 2, 1, 0),
+    (0, 2, -1, -2, 1, 0),
+    (0, 4, 0, -5, 0, 1),
+)
+_AT_F43 = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))
 
-    def __init__(self, m: int, kernel: tuple, to_input: Callable, to_output: Callable) -> None:
-        self.m, self.n, self.kernel = m, m + 2, kernel
+Matrix = tuple[tuple[float, ...], ...]
+
+
+class _Algorithm:
+    """F(m, 3): `m` outputs per tile from `m + 2` inputs. `to_input`/`to_output` are the
+    hand-simplified forward transforms (`input_matrix` B^T and `output_matrix` A^T applied with
+    fewer passes); the backward applies the transposed matrices generically."""
+
+    def __init__(
+        self,
+        m: int,
+        matrices: tuple[Matrix, Matrix, Matrix],
+        to_input: Callable[[Views, Views], None],
+        to_output: Callable[[Views, Views], None],
+    ) -> None:
+        self.m, self.n = m, m + 2
+        self.input_matrix, self.kernel, self.output_matrix = matrices
         self.to_input, self.to_output = to_input, to_output
 
+    def output_adjoint(self, dy: Views, out: Views) -> None:
+        """`A dy`: the gradient of the output transform, (m taps) -> (n positions)."""
+        _combine(tuple(zip(*self.output_matrix, strict=True)), dy, out)
 
-_F23 = _Algorithm(2, _G_F23, _input_f23, _output_f23)
-_F43 = _Algorithm(4, _G_F43, _input_f43, _output_f43)
+
+def _combine(matrix: Matrix, sources: Views, out: Views) -> None:
+    """`out[r] = sum_c matrix[r][c] sources[c]`, zero coefficients skipped."""
+    for row, target in zip(matrix, out, strict=True):
+        (first, source), *rest = [(c, s) for c, s in zip(row, sources, strict=True) if c]
+        torch.mul(source, first, out=target)
+        for coefficient, source in rest:
+            target.add_(source, alpha=coefficient)
+
+
+_F23 = _Algorithm(2, (_BT_F23, _G_F23, _AT_F23), _input_f23, _output_f23)
+_F43 = _Algorithm(4, (_BT_F43, _G_F43, _AT_F43), _input_f43, _output_f43)
 _ALGORITHMS = (_F23, _F43, _F43)  # time, height, width
 _POSITIONS = math.prod(a.n for a in _ALGORITHMS)  # 144 products per tile and channel pair
 
@@ -201,11 +238,15 @@ class _WinogradConv3d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, weight)
-        return winograd_conv3d_transformed(x, winograd_weight(weight).to(x.dtype))
+        ctx.transformed = winograd_weight(weight).to(x.dtype)
+        return winograd_conv3d_transformed(x, ctx.transformed)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
         x, weight = ctx.saved_tensors
+        if not torch.is_grad_enabled():  # the usual case: everything in the Winograd domain
+            return _backward(x, grad, ctx.transformed, ctx.needs_input_grad[:2])
+        # create_graph=True (a double backward follows): differentiable formulas instead
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:  # correlation with the flipped, transposed kernel
             grad_x = winograd_conv3d(grad, weight.flip(2, 3, 4).transpose(0, 1))
@@ -218,17 +259,8 @@ def winograd_conv3d_transformed(x: Tensor, transformed: Tensor) -> Tensor:
     """The forward of `winograd_conv3d` with a kernel already in `winograd_weight` form (no
     autograd through the kernel: for cached eval weights)."""
     batch, channels, *sizes = x.shape
-    tiles = [-(-size // a.m) for size, a in zip(sizes, _ALGORITHMS, strict=True)]
-    # channels-last view, padded by 1 in front and 1 + whatever completes the last tile behind
-    pads = [(1, t * a.m + 1 - s) for t, a, s in zip(tiles, _ALGORITHMS, sizes, strict=True)]
-    u = F.pad(x.permute(0, 2, 3, 4, 1), (0, 0, *pads[2], *pads[1], *pads[0]))
-    # input transform, one axis at a time; the tile position goes in front, so after the third
-    # axis `u` is (4, 6, 6, b, t/2, h/4, w/4, c_in): the GEMM's (positions, tiles, c_in)
-    for axis, (a, t) in enumerate(zip(_ALGORITHMS, tiles, strict=True)):
-        dim = 2 * axis + 1  # the axis' spatial dimension, after `axis` positions, batch, tiles
-        out = u.new_empty((*u.shape[:axis], a.n, *u.shape[axis:dim], t, *u.shape[dim + 1 :]))
-        a.to_input([_tile_taps(u, dim, j, t, a.m) for j in range(a.n)], out.unbind(axis))
-        u = out
+    tiles = _tile_counts(sizes)
+    u = _input_tiles(x, tiles)
     c_out = transformed.shape[-1]
     m = torch.bmm(u.view(_POSITIONS, -1, channels), transformed)
     m = m.view(*(a.n for a in _ALGORITHMS), batch, *tiles, c_out)
@@ -243,10 +275,91 @@ def winograd_conv3d_transformed(x: Tensor, transformed: Tensor) -> Tensor:
         a.to_output(m.unbind(axis), out.unbind(dim))
         m = out
     y = m.view(batch, *(t * a.m for t, a in zip(tiles, _ALGORITHMS, strict=True)), c_out)
-    y = y[:, : sizes[0], : sizes[1], : sizes[2]].permute(0, 4, 1, 2, 3)
-    return y.contiguous(memory_format=torch.channels_last_3d)
+    return _crop_channels_last(y, sizes, start=0)
+
+
+def _backward(
+    x: Tensor, grad: Tensor, transformed: Tensor, needs: tuple[bool, bool]
+) -> tuple[Tensor | None, Tensor | None]:
+    """Both gradients in the Winograd domain. With `U` the input tiles, `V` the kernel and
+    `M = U V` per position: `dM = A dy` (per axis), `dV = U^T dM`, `dU = dM V^T`, then
+    `dw = G^T dV G` and `dx = B dU`, overlap-added where neighbouring tiles share input samples."""
+    batch, c_in, *sizes = x.shape
+    c_out = grad.shape[1]
+    tiles = _tile_counts(sizes)
+    dy = grad.permute(0, 2, 3, 4, 1)
+    extra = [t * a.m - s for t, a, s in zip(tiles, _ALGORITHMS, sizes, strict=True)]
+    dy = F.pad(dy, (0, 0, 0, extra[2], 0, extra[1], 0, extra[0]))
+    dm = _to_positions(
+        dy, tiles, taps=[a.m for a in _ALGORITHMS], apply=[a.output_adjoint for a in _ALGORITHMS]
+    )
+    dm = dm.view(_POSITIONS, -1, c_out)
+    grad_x = grad_w = None
+    if needs[1]:
+        u = _input_tiles(x, tiles).view(_POSITIONS, -1, c_in)
+        dv = torch.bmm(u.transpose(1, 2), dm).view(_POSITIONS, -1)  # (144, c_in * c_out)
+        taps = _kernel_transform(dv.dtype, dv.device).T @ dv  # (27, c_in * c_out)
+        grad_w = taps.view(3, 3, 3, c_in, c_out).permute(4, 3, 0, 1, 2)
+    if needs[0]:
+        du = torch.bmm(dm, transformed.transpose(1, 2))  # (144, tiles, c_in)
+        du = du.view(*(a.n for a in _ALGORITHMS), batch, *tiles, c_in)
+        for axis in reversed(range(3)):  # B along each axis, last first, into padded samples
+            a, t = _ALGORITHMS[axis], tiles[axis]
+            dim = axis + 1 + axis  # the tile index once this axis' position is summed away
+            shape = [*du.shape[:axis], *du.shape[axis + 1 :]]
+            shape[dim] = t * a.m + 2
+            summed = du.new_zeros(shape)
+            for tap in range(a.n):
+                window = _tile_taps(summed, dim, tap, t, a.m)
+                for position, row in enumerate(a.input_matrix):
+                    if row[tap]:
+                        window.add_(du.select(axis, position), alpha=row[tap])
+            du = summed
+        grad_x = _crop_channels_last(du, sizes, start=1)
+    return grad_x, grad_w
+
+
+def _tile_counts(sizes: Sequence[int]) -> list[int]:
+    return [-(-size // a.m) for size, a in zip(sizes, _ALGORITHMS, strict=True)]
+
+
+def _input_tiles(x: Tensor, tiles: list[int]) -> Tensor:
+    """`(b, c, t, h, w) -> (4, 6, 6, b, *tiles, c)`: B^T d B of every input tile, per axis."""
+    sizes = x.shape[2:]
+    # channels-last view, padded by 1 in front and 1 + whatever completes the last tile behind
+    pads = [(1, t * a.m + 1 - s) for t, a, s in zip(tiles, _ALGORITHMS, sizes, strict=True)]
+    u = F.pad(x.permute(0, 2, 3, 4, 1), (0, 0, *pads[2], *pads[1], *pads[0]))
+    return _to_positions(
+        u, tiles, taps=[a.n for a in _ALGORITHMS], apply=[a.to_input for a in _ALGORITHMS]
+    )
+
+
+def _to_positions(
+    u: Tensor, tiles: list[int], *, taps: list[int], apply: list[Callable[[Views, Views], None]]
+) -> Tensor:
+    """`(b, s0, s1, s2, c) -> (n0, n1, n2, b, t0, t1, t2, c)`: one transform per axis, each
+    reading `taps[axis]` samples of every tile (tiles start every `m` samples) and writing its
+    `n` positions in front, so the result is the batched GEMM's `(positions, tiles, c)`."""
+    for axis, (a, t) in enumerate(zip(_ALGORITHMS, tiles, strict=True)):
+        dim = 2 * axis + 1  # the axis' samples, after `axis` positions, batch and earlier tiles
+        out = u.new_empty((*u.shape[:axis], a.n, *u.shape[axis:dim], t, *u.shape[dim + 1 :]))
+        apply[axis]([_tile_taps(u, dim, j, t, a.m) for j in range(taps[axis])], out.unbind(axis))
+        u = out
+    return u
+
+
+def _crop_channels_last(y: Tensor, sizes: Sequence[int], start: int) -> Tensor:
+    """`(b, T, H, W, c)` with padding -> `(b, c, *sizes)` in channels_last_3d layout."""
+    window = tuple(slice(start, start + size) for size in sizes)
+    return (
+        y[(slice(None), *window)]
+        .permute(0, 4, 1, 2, 3)
+        .contiguous(memory_format=torch.channels_last_3d)
+    )
 
 
 def _tile_taps(u: Tensor, dim: int, tap: int, tiles: int, step: int) -> Tensor:
     """Sample `tap` of every tile along `dim` (tiles start every `step` samples)."""
-    return u.narrow(dim, tap, (tiles - 1) * step + 1)[(slice(None),) * dim + (slice(None, None, step),)]
+    return u.narrow(dim, tap, (tiles - 1) * step + 1)[
+        (slice(None),) * dim + (slice(None, None, step),)
+    ]
