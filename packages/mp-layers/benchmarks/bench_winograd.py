@@ -75,12 +75,13 @@ def measure(shape: tuple[int, ...], repeats: int) -> str:
             repeats,
         )
     tr = median_ms(
-        {"direct": train(lambda a, b: F.conv3d(a, b, padding=1)), "winograd": train(winograd_conv3d)},
+        {
+            "direct": train(lambda a, b: F.conv3d(a, b, padding=1)),
+            "winograd": train(winograd_conv3d),
+        },
         repeats,
     )
-    used = "/".join(
-        "yes" if winograd_worthwhile(x, w, backward=b) else "no" for b in (False, True)
-    )
+    used = "/".join("yes" if winograd_worthwhile(x, w, backward=b) else "no" for b in (False, True))
     cells = [
         f"{ev['direct']:.1f}",
         f"{ev['winograd']:.1f}",
