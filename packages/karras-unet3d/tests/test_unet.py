@@ -312,6 +312,42 @@ def test_channels_last_is_the_same_function_with_a_contiguous_output() -> None:
     assert all(t.is_contiguous(memory_format=torch.channels_last_3d) for t in seen)
 
 
+def test_winograd_convolutions_leave_the_network_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The benchmark configuration's 128-channel layers run through mp-layers' Winograd
+    convolution in eval; the network computes the same function (float32 rounding apart)."""
+    import mp_layers.weights
+    from mp_layers.winograd import set_winograd_enabled
+
+    net = KarrasUnet3D(
+        frames=8, image_size=32, dim=32, dim_max=128, num_downsamples=3, num_blocks_per_stage=1,
+        downsample_types=("image", "frame", "image"), attn_res=(8,), attn_dim_head=32,
+        num_classes=10, channels=4,
+    ).eval()  # fmt: skip
+    net.output_gain.gain.data.fill_(1.0)
+    x, labels = torch.randn(1, 4, 8, 32, 32), torch.tensor([3])
+    calls = []
+    original = mp_layers.weights.winograd_conv3d_transformed
+    monkeypatch.setattr(
+        mp_layers.weights,
+        "winograd_conv3d_transformed",
+        lambda *args: calls.append(1) or original(*args),
+    )
+    outs = []
+    previous = set_winograd_enabled(True)
+    try:
+        for enabled in (True, False):
+            set_winograd_enabled(enabled)
+            with torch.no_grad():
+                outs.append(net(x, torch.zeros(1), class_labels=labels))
+    finally:
+        set_winograd_enabled(previous)
+    assert len(calls) >= 8  # every 3x3x3 layer at 128 channels and 4x8x8 or more
+    assert outs[0].abs().max() > 0.1
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-4)
+
+
 def test_skip_concatenation_balance_is_used() -> None:
     nets = [make(mp_cat_t=t) for t in (0.2, 0.8)]
     assert_twins_differ(nets)
