@@ -6,19 +6,23 @@ Networks", 2016): F(2, 3) along time (2 outputs from a 4-sample tile) and F(4, 3
 width (4 outputs from a 6-sample tile), nested. Each output tile of `2 x 4 x 4` positions costs
 `4 x 6 x 6 = 144` multiply-adds per input-output channel pair instead of `32 x 27 = 864`; they run
 as one batched GEMM `(144, tiles, c_in) @ (144, c_in, c_out)`, between transforms that are only
-additions. On a 2-core AVX2 CPU this makes a 128-channel layer at 4x16x16 about 1.4x faster than
-oneDNN in eval even though MKL's GEMM runs at half oneDNN's rate there; small layers (few
-channels or few tiles) stay faster direct, which `winograd_worthwhile` decides. Training gains
-less (about 1.1x for such a layer, forward + backward), since the weight gradient stays direct.
+additions. On a 2-core AVX2 CPU this makes a 128-channel layer at 4x16x16 about 1.6x faster than
+oneDNN in eval and 1.5x in training (forward + backward), although MKL's batched GEMM runs at only
+about half oneDNN's rate there; small layers (few channels or few tiles) stay faster direct, which
+`winograd_worthwhile` decides (`benchmarks/bench_winograd.py`).
 
 Precision: the transforms add rounding; in float32 the largest error is about 1e-5 of the output's
 largest magnitude (direct convolution: about 1e-6), far below bfloat16 or TF32 rounding.
 `set_winograd_enabled(False)` turns it off for the whole process (`MPConv3d` then always calls
-`F.conv3d`). It is never used for float64 (gradcheck stays exact), off the CPU (cuDNN chooses its
-own algorithms) or under `torch.compile` (inductor gets the plain convolution).
+`F.conv3d`). `MPConv3d` never uses it for float64, off the CPU (cuDNN chooses its own
+algorithms) or under `torch.compile` (inductor gets the plain convolution).
 
-Gradients: the input gradient is itself a Winograd convolution (of the output gradient with the
-flipped, transposed kernel); the weight gradient is oneDNN's (`torch.nn.grad.conv3d_weight`).
+Gradients, in the Winograd domain too: with `U` the transformed input tiles and `V` the
+transformed kernel, `dM = A dy`, `dV = U^T dM`, `dU = dM V^T`, then `dw = G^T dV G` and
+`dx = B dU` overlap-added (neighbouring tiles share two input samples per axis). A double
+backward (`create_graph=True`) uses differentiable formulas instead: the input gradient as a
+Winograd convolution with the flipped, transposed kernel, the weight gradient by
+`torch.nn.grad.conv3d_weight`.
 """
 
 from __future__ import annotations
