@@ -30,10 +30,12 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.grad import conv3d_weight
 
 __all__ = [
     "set_winograd_enabled",
@@ -240,12 +242,12 @@ def winograd_conv3d(x: Tensor, weight: Tensor) -> Tensor:
 
 class _WinogradConv3d(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, weight: Tensor) -> Tensor:
         ctx.save_for_backward(x, weight)  # as for a direct convolution, nothing larger
         return winograd_conv3d_transformed(x, winograd_weight(weight).to(x.dtype))
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         x, weight = ctx.saved_tensors
         if not torch.is_grad_enabled():  # the usual case: everything in the Winograd domain
             # the transformed kernel is 5.3x the kernel: recomputing it (a few ms) instead of
@@ -257,7 +259,7 @@ class _WinogradConv3d(torch.autograd.Function):
         if ctx.needs_input_grad[0]:  # correlation with the flipped, transposed kernel
             grad_x = winograd_conv3d(grad, weight.flip(2, 3, 4).transpose(0, 1))
         if ctx.needs_input_grad[1]:
-            grad_w = torch.nn.grad.conv3d_weight(x, weight.shape, grad, padding=1)
+            grad_w = conv3d_weight(x, weight.shape, grad, padding=1)
         return grad_x, grad_w
 
 
@@ -356,12 +358,8 @@ def _to_positions(
 
 def _crop_channels_last(y: Tensor, sizes: Sequence[int], start: int) -> Tensor:
     """`(b, T, H, W, c)` with padding -> `(b, c, *sizes)` in channels_last_3d layout."""
-    window = tuple(slice(start, start + size) for size in sizes)
-    return (
-        y[(slice(None), *window)]
-        .permute(0, 4, 1, 2, 3)
-        .contiguous(memory_format=torch.channels_last_3d)
-    )
+    index = (slice(None), *(slice(start, start + size) for size in sizes))
+    return y[index].permute(0, 4, 1, 2, 3).contiguous(memory_format=torch.channels_last_3d)
 
 
 def _tile_taps(u: Tensor, dim: int, tap: int, tiles: int, step: int) -> Tensor:
