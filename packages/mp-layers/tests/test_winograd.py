@@ -124,6 +124,11 @@ def test_worthwhile_only_for_large_float32_cpu_layers(winograd_on: None) -> None
     assert not winograd_worthwhile(x[:, :64], w[:64, :64], backward=False)  # 64 -> 64: no gain
     assert not winograd_worthwhile(x, w[:, :, :1], backward=False)  # not 3x3x3
     assert not winograd_worthwhile(x[:1, :, :2, :4, :4], w, backward=False)  # one tile
+    # tiles of 144 positions x (2 x 8 x 16 x 16) x 256 channels x 4 bytes = 576 MiB: direct
+    wide = torch.zeros(()).expand(256, 256, 3, 3, 3)
+    assert not winograd_worthwhile(torch.zeros(()).expand(2, 256, 16, 64, 64), wide, backward=False)
+    # (2 x 4 x 8 x 8) tiles: 72 MiB
+    assert winograd_worthwhile(torch.zeros(()).expand(2, 256, 8, 32, 32), wide, backward=False)
     set_winograd_enabled(False)
     assert not winograd_enabled()
     assert not winograd_worthwhile(x, w, backward=False)

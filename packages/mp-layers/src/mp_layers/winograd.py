@@ -195,13 +195,18 @@ def _check_kernel(weight: Tensor) -> None:
         )
 
 
+MAX_TILE_BYTES = 256 * 2**20  # the largest transformed-tile buffer `winograd_worthwhile` allows
+
+
 def winograd_worthwhile(x: Tensor, weight: Tensor, *, backward: bool) -> bool:
     """Whether `MPConv3d` should call `winograd_conv3d` for this input and weight: enabled, a
     3x3x3 kernel, float32 on the CPU, not compiling, and large enough that the GEMM saving beats
     the transforms. Measured on a 2-core AVX2 machine (`benchmarks/bench_winograd.py`): it needs
-    `c_in * c_out / (c_in + c_out) >= 40` (128 -> 64 channels: 1.3x faster in eval; 64 -> 64: no
+    `c_in * c_out / (c_in + c_out) >= 40` (128 -> 64 channels: 1.2x faster in eval; 64 -> 64: no
     gain) and at least 8 output tiles of 2x4x4, or 64 when a backward pass follows (the kernel is
-    then transformed on every call, and the weight gradient stays direct)."""
+    transformed twice per training step). The transformed tiles, `144 * tiles * channels` floats,
+    are transient buffers a direct convolution does not need: above `MAX_TILE_BYTES` (256 MiB) the
+    layer stays direct, so large inputs never risk running out of memory on its account."""
     if not (
         _state["enabled"]
         and x.device.type == "cpu"
@@ -214,10 +219,13 @@ def winograd_worthwhile(x: Tensor, weight: Tensor, *, backward: bool) -> bool:
     ):
         return False
     c_in, c_out = weight.shape[1], weight.shape[0]
-    tiles = x.shape[0] * math.prod(
-        -(-size // a.m) for size, a in zip(x.shape[2:], _ALGORITHMS, strict=True)
+    tiles = x.shape[0] * math.prod(_tile_counts(x.shape[2:]))
+    tile_bytes = _POSITIONS * tiles * max(c_in, c_out) * x.element_size()
+    return (
+        c_in * c_out >= 40 * (c_in + c_out)
+        and tiles >= (64 if backward else 8)
+        and tile_bytes <= MAX_TILE_BYTES
     )
-    return c_in * c_out >= 40 * (c_in + c_out) and tiles >= (64 if backward else 8)
 
 
 def winograd_conv3d(x: Tensor, weight: Tensor) -> Tensor:
