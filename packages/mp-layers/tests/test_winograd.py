@@ -207,6 +207,17 @@ def test_mpconv3d_small_or_float64_layers_stay_direct(
     assert runs.calls == 0
 
 
+def test_mpconv3d_under_cpu_autocast_keeps_autocasts_bfloat16_convolution(
+    winograd_on: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = _count(monkeypatch, "winograd_conv3d_transformed")
+    conv = MPConv3d(96, 96, 3).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(torch.randn(2, 96, 4, 8, 8))
+    assert out.dtype == torch.bfloat16
+    assert runs.calls == 0
+
+
 @pytest.mark.skipif(sys.version_info >= (3, 14), reason="torch.compile does not support it yet")
 def test_compiled_mpconv3d_falls_back_to_the_direct_convolution(winograd_on: None) -> None:
     conv = MPConv3d(96, 96, 3).eval()

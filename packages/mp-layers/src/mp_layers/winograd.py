@@ -201,7 +201,8 @@ MAX_TILE_BYTES = 256 * 2**20  # the largest transformed-tile buffer `winograd_wo
 def winograd_worthwhile(x: Tensor, weight: Tensor, *, backward: bool) -> bool:
     """Whether `MPConv3d` should call `winograd_conv3d` for this input and weight: enabled, a
     3x3x3 kernel, float32 on the CPU, not compiling, and large enough that the GEMM saving beats
-    the transforms. Measured on a 2-core AVX2 machine (`benchmarks/bench_winograd.py`): it needs
+    the transforms (and not under CPU autocast, which would run the convolution in bf16 or
+    fp16). Measured on a 2-core AVX2 machine (`benchmarks/bench_winograd.py`): it needs
     `c_in * c_out / (c_in + c_out) >= 40` (128 -> 64 channels: 1.2x faster in eval; 64 -> 64: no
     gain) and at least 8 output tiles of 2x4x4, or 64 when a backward pass follows (the kernel is
     transformed twice per training step). The transformed tiles, `144 * tiles * channels` floats,
@@ -216,6 +217,7 @@ def winograd_worthwhile(x: Tensor, weight: Tensor, *, backward: bool) -> bool:
         and weight.ndim == 5
         and tuple(weight.shape[2:]) == (3, 3, 3)
         and not torch.compiler.is_compiling()
+        and not torch.is_autocast_enabled("cpu")  # autocast's lower-precision conv wins there
     ):
         return False
     c_in, c_out = weight.shape[1], weight.shape[0]
