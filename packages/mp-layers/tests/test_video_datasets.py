@@ -11,8 +11,10 @@ pytest.importorskip("av")
 
 from mp_layers.video import (
     COLOR_NAMES,
+    FRAME_SUFFIXES,
     PALETTE,
     SHAPE_NAMES,
+    VIDEO_SUFFIXES,
     MovingShapes,
     VideoFolder,
     collate_videos,
@@ -100,6 +102,39 @@ def test_one_flip_decision_per_clip(folder: Path) -> None:
         flips.append(bool(flipped.all()))
     assert any(flips)
     assert not all(flips)
+
+
+def write_frames(folder: Path, video: torch.Tensor, suffix: str = ".png") -> None:
+    """Frame k as `f{k}.png` (unpadded numbers, so name order is not natural order)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    pixels = (video.clamp(0, 1) * 255).round().byte().permute(1, 2, 3, 0).numpy()
+    for index, frame in enumerate(pixels):
+        Image.fromarray(frame).save(folder / f"f{index}{suffix}")
+
+
+def test_frame_folders_are_clips_when_frame_suffixes_are_asked_for(folder: Path) -> None:
+    write_frames(folder / "frames" / "walk", ramp(12))
+    write_frames(folder / "frames" / "run", ramp(3), suffix=".jpg")
+    (folder / "frames" / "walk.txt").write_text("a walk\n", encoding="utf-8")
+    videos_only = VideoFolder(folder, image_size=16, num_frames=4)
+    assert len(videos_only) == 3  # the default extensions: video files only
+    both = VideoFolder(
+        folder, image_size=16, num_frames=11, extensions=VIDEO_SUFFIXES + FRAME_SUFFIXES
+    )
+    assert len(both) == 5
+    walk = both[both.files.index(folder / "frames" / "walk")]
+    assert walk["text"] == "a walk"
+    # natural order: f2 before f10, so the grey levels rise frame by frame
+    assert_near(walk["video"][0, :, 5, 5], torch.arange(11).float() / 20, atol=1.01 / 255)
+    run = both[both.files.index(folder / "frames" / "run")]["video"]
+    assert run.shape == (3, 11, 16, 16)  # 3 frames, padded with the last one
+    assert torch.equal(run[:, 3:], run[:, 2:3].expand(-1, 8, -1, -1))
+    frames_only = VideoFolder(
+        folder, image_size=16, num_frames=11, extensions=(".png",), pad_short=False
+    )
+    assert frames_only.files == [folder / "frames" / "walk"]
 
 
 def test_empty_and_missing_folders(tmp_path: Path) -> None:

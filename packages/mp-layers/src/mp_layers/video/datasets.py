@@ -13,23 +13,41 @@ from torch.utils.data import Dataset
 
 from mp_layers.validation import check_int
 from mp_layers.video._color import to_channels
-from mp_layers.video.io import VIDEO_SUFFIXES, count_frames, read_video
+from mp_layers.video.io import FRAME_SUFFIXES, VIDEO_SUFFIXES, count_frames, read_video
 
 
 def _check_extensions(extensions: object) -> tuple[str, ...]:
     if isinstance(extensions, str) or not isinstance(extensions, (tuple, list)):
         raise TypeError(f"extensions: expected a tuple of suffixes, got {extensions!r}")
     lowered = tuple(str(e).lower() for e in extensions)
-    if not lowered or any(e not in VIDEO_SUFFIXES for e in lowered):
-        raise ValueError(f"extensions: expected suffixes from {VIDEO_SUFFIXES}, got {extensions!r}")
+    known = VIDEO_SUFFIXES + FRAME_SUFFIXES
+    if not lowered or any(e not in known for e in lowered):
+        raise ValueError(f"extensions: expected suffixes from {known}, got {extensions!r}")
     return lowered
+
+
+def _find_clips(root: Path, extensions: tuple[str, ...]) -> list[Path]:
+    """Video files with a suffix in `extensions`, plus, when `extensions` names frame suffixes,
+    every folder that directly holds such frames (one clip per folder), in sorted path order."""
+    videos = [e for e in extensions if e in VIDEO_SUFFIXES]
+    frames = [e for e in extensions if e in FRAME_SUFFIXES]
+    clips = set()
+    for path in root.rglob("*"):
+        if path.is_file() and path.suffix.lower() in videos:
+            clips.add(path)
+        elif path.is_file() and path.suffix.lower() in frames:
+            clips.add(path.parent)
+    return sorted(clips)
 
 
 class VideoFolder(Dataset[dict[str, Any]]):
     """Video clips found recursively under `root`, as fixed-size training clips.
 
     Every file under `root` (any depth) whose suffix is in `extensions` is one clip, in sorted
-    path order. Item `i` decodes frames `0, s, 2s, ...` (`s = frame_stride`) up to `num_frames`
+    path order. Frame folders (for example frames extracted with ffmpeg) are clips too when
+    `extensions` names frame suffixes (`extensions=VIDEO_SUFFIXES + FRAME_SUFFIXES`): every
+    folder directly holding `.png`/`.jpg` files is one clip, its frames in natural name order
+    (`read_video`), and `clip/` takes its caption from `clip.txt` beside it. Item `i` decodes frames `0, s, 2s, ...` (`s = frame_stride`) up to `num_frames`
     of them, resizes the shorter side to `image_size` and crops the centre square. A clip with
     fewer frames is padded by repeating its last frame (`pad_short=True`) or left out at
     construction (`pad_short=False`; counted in `num_short`). `random_flip` mirrors a whole clip
@@ -80,9 +98,7 @@ class VideoFolder(Dataset[dict[str, Any]]):
         self.extensions = _check_extensions(extensions)
         self.num_skipped = 0
         self.num_short = 0
-        files = sorted(
-            p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in self.extensions
-        )
+        files = _find_clips(self.root, self.extensions)
         if not files:
             raise ValueError(f"root: no video files with suffixes {self.extensions} in {self.root}")
         if skip_undecodable or not pad_short:
