@@ -110,6 +110,9 @@ def test_trainer_config_from_args() -> None:
         2,
         None,
     )
+    assert config.max_time_s is None
+    timed = parse_train_args(["--max-time", "90"])
+    assert trainer_config_from_args(timed).max_time_s == 90.0
 
 
 def test_sample_arguments() -> None:

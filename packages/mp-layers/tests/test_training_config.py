@@ -25,6 +25,8 @@ from mp_layers.training import ResumableBatchSampler, TrainerConfig
         ("post_hoc_ema_sigma_rels", (0.1, 0.1), "empty or >= 2 distinct floats"),
         ("out_dir", "", "a non-empty path"),
         ("cpu", "yes", "a bool"),
+        ("max_time_s", 0, "a float in"),
+        ("max_time_s", "1h", "a float in"),
     ],
 )
 def test_config_errors_name_field_expected_and_given(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,6 +57,27 @@ def test_two_processes_match_one_process_with_doubled_batch(tmp_path: Path) -> N
         assert not torch.allclose(value, initial[name], atol=1e-3), f"{name} did not train"
     # Only rank 0 wrote the run's files; the loss it logged is the mean over both shards.
     assert _losses(out2) == pytest.approx(_losses(tmp_path / "one"), abs=1e-5)
+
+
+def test_two_processes_stop_together_at_the_time_budget(tmp_path: Path) -> None:
+    """Each rank measures its own clock; they must agree on the stop step, or the one that goes
+    on would wait forever in its next gradient all-reduce."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(WORKER),
+        *("--out", str(tmp_path), "--steps", "100000", "--sleep", "0.01", "--max-time", "1"),
+    ]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    steps = sorted(re.findall(r"rank \d of 2: done at step (\d+)", done.stdout))
+    assert len(steps) == 2
+    assert steps[0] == steps[1]
+    assert 1 <= int(steps[0]) < 100000
+    assert (tmp_path / "checkpoints" / f"step-{int(steps[0]):09d}").is_dir()
 
 
 def test_sigkill_mid_training_resumes_exactly(tmp_path: Path) -> None:

@@ -93,6 +93,23 @@ def test_resume_continues_exactly(worker: ModuleType, tmp_path: Path) -> None:
     assert again.losses == []
 
 
+def test_time_budget_stops_with_a_checkpoint_and_resumes(
+    worker: ModuleType, tmp_path: Path
+) -> None:
+    settings = {"optimizer": "adam", "noise": 0.1, "save_every": 0}
+    _, full = worker.run(out=tmp_path / "full", steps=40, **settings)
+    assert not full.time_limit_reached
+    _, stopped = worker.run(out=tmp_path / "cut", steps=40, sleep=0.02, max_time_s=0.15, **settings)
+    assert stopped.time_limit_reached
+    assert 1 <= stopped.step < 40
+    assert stopped.checkpoint == tmp_path / "cut" / "checkpoints" / f"step-{stopped.step:09d}"
+    assert stopped.checkpoint.is_dir()
+    _, rest = worker.run(out=tmp_path / "cut", steps=40, resume="latest", **settings)
+    assert rest.step == 40
+    assert not rest.time_limit_reached
+    assert stopped.losses + rest.losses == pytest.approx(full.losses, abs=1e-6, rel=0)
+
+
 def test_fresh_run_refuses_existing_checkpoints(worker: ModuleType, tmp_path: Path) -> None:
     worker.run(out=tmp_path, steps=2)
     with pytest.raises(ValueError, match="already holds checkpoints"):

@@ -89,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--save-every", type=int, default=0)
     parser.add_argument("--resume", default=None)
+    parser.add_argument("--max-time", type=float, default=None)
     args = parser.parse_args(argv)
     trainer, _ = run(
         out=args.out,
@@ -99,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sleep=args.sleep,
         resume=args.resume,
         save_every=args.save_every,
+        max_time_s=args.max_time,
     )
     # Test output: every rank dumps its parameters so the test can compare them across ranks.
     rank = trainer.accelerator.process_index

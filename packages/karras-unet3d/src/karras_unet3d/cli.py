@@ -243,7 +243,11 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = trainer.fit(resume=args.resume)
     train_seconds = time.perf_counter() - start
 
-    summary: dict[str, Any] = {"step": result.step, "train_seconds": round(train_seconds, 1)}
+    summary: dict[str, Any] = {
+        "step": result.step,
+        "train_seconds": round(train_seconds, 1),
+        "time_limit_reached": result.time_limit_reached,
+    }
     if trainer.accelerator.is_main_process:
         sampler = build_model({"net": net.config, "diffusion": model.config})
         assert result.checkpoint is not None
@@ -270,6 +274,8 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(
             f"trained {result.step} steps in {train_seconds:.0f} s; checkpoint {result.checkpoint}"
         )
+        if result.time_limit_reached:
+            print(f"stopped at the --max-time limit; continue with --resume latest --out {out}")
         print(f"samples: {out / 'samples.gif'} (one row per class), loss plot: {out / 'loss.png'}")
         if accuracy is not None:
             summary["color_accuracy"] = accuracy

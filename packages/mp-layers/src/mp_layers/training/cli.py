@@ -28,7 +28,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
     `--data synthetic|PATH`, `--steps`, `--batch-size` (per process), `--lr`, `--out DIR`,
     `--resume latest|PATH`, `--mixed-precision no|bf16|fp16`, `--config FILE`, plus `--seed`,
-    `--grad-accum-steps`, `--save-every`, `--sample-every`.
+    `--grad-accum-steps`, `--save-every`, `--sample-every`, `--max-time` (seconds).
     """
     add = parser.add_argument
     add("--data", default="synthetic", help="'synthetic' (MovingShapes) or a folder of videos")
@@ -43,6 +43,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--grad-accum-steps", type=int, default=1, help="micro-batches per optimizer step")
     add("--save-every", type=int, default=1000, help="steps between checkpoints")
     add("--sample-every", type=int, default=1000, help="steps between sample sheets (0: never)")
+    add("--max-time", type=float, default=None, help="stop (with a checkpoint) after SECONDS")
     return parser
 
 
@@ -144,6 +145,7 @@ def trainer_config_from_args(args: argparse.Namespace, **overrides: Any) -> Trai
         "grad_accum_steps": args.grad_accum_steps,
         "save_every": args.save_every,
         "sample_every": args.sample_every,
+        "max_time_s": args.max_time,
     }
     values.update(overrides)
     return TrainerConfig(**values)

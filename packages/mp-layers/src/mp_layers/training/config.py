@@ -54,6 +54,10 @@ class TrainerConfig:
         num_workers: DataLoader worker processes.
         cpu: force the CPU even when an accelerator is present.
         progress_bar: show a tqdm bar on the main process.
+        max_time_s: a time budget in seconds for one `fit` call: once a step ends past it (on
+            any process), the run writes a checkpoint and returns early with
+            `FitResult.time_limit_reached`; `fit(resume='latest')` continues towards `steps`.
+            `None` (default): no limit.
     """
 
     out_dir: str = "runs/train"
@@ -77,6 +81,7 @@ class TrainerConfig:
     num_workers: int = 0
     cpu: bool = False
     progress_bar: bool = True
+    max_time_s: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.out_dir, Path):
@@ -116,6 +121,9 @@ class TrainerConfig:
                 "post_hoc_ema_sigma_rels", "empty or >= 2 distinct floats in (0, 1)", sigma_rels
             )
         self.post_hoc_ema_sigma_rels = tuple(float(s) for s in sigma_rels)
+        if self.max_time_s is not None:
+            _check_float("max_time_s", self.max_time_s, low=1e-3, high=float("inf"))
+            self.max_time_s = float(self.max_time_s)
         for name in ("cpu", "progress_bar"):
             if not isinstance(getattr(self, name), bool):
                 raise _fail(name, "a bool", getattr(self, name))

@@ -57,13 +57,15 @@ class NonFiniteLossError(RuntimeError):
 @dataclass
 class FitResult:
     """What `Trainer.fit` did: final step, per-step losses of this call (NaN for skipped steps),
-    total skipped steps of the run, the checkpoint it resumed from and the last one written."""
+    total skipped steps of the run, the checkpoint it resumed from, the last one written, and
+    whether it stopped early at `config.max_time_s`."""
 
     step: int
     losses: list[float] = field(default_factory=list)
     skipped_steps: int = 0
     resumed_from: Path | None = None
     checkpoint: Path | None = None
+    time_limit_reached: bool = False
 
 
 class Trainer:
@@ -401,7 +403,7 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def fit(self, *, resume: str | Path | None = None) -> FitResult:
-        """Train until `config.steps`. `resume`: None (fresh; refuses an out_dir that already has
+        """Train until `config.steps` (or `config.max_time_s`). `resume`: None (fresh; refuses an out_dir that already has
         checkpoints), 'latest' (newest complete checkpoint, or fresh if none) or a folder.
 
         Raises `NonFiniteLossError` after `max_nonfinite_steps` consecutive non-finite steps; the
@@ -443,6 +445,9 @@ class Trainer:
                     self.sample()
                 if config.save_every and self.step % config.save_every == 0:
                     result.checkpoint = self.save_checkpoint() or result.checkpoint
+                if config.max_time_s is not None and self._time_is_up(time.perf_counter() - t0):
+                    result.time_limit_reached = True
+                    break
             if not (config.save_every and self.step % config.save_every == 0):
                 result.checkpoint = self.save_checkpoint() or result.checkpoint
         finally:
@@ -453,6 +458,17 @@ class Trainer:
                     plot_loss(self.metrics.path, self.out_dir / "loss.png")
         result.step, result.skipped_steps = self.step, self.skipped_steps
         return result
+
+    def _time_is_up(self, elapsed: float) -> bool:
+        """Whether `max_time_s` has passed on any process (all processes agree, so they stop at
+        the same step and none waits in a collective for the others)."""
+        assert self.config.max_time_s is not None
+        late = torch.tensor(
+            float(elapsed >= self.config.max_time_s), device=self.accelerator.device
+        )
+        if self.accelerator.num_processes > 1:
+            late = self.accelerator.reduce(late, reduction="sum")
+        return bool(late.item() > 0)
 
     def _after_step(
         self,
