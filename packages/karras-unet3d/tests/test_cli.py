@@ -46,6 +46,19 @@ def test_train_sample_and_post_hoc_ema(tmp_path: Path, capsys: pytest.CaptureFix
                  "--steps", "1", "--num-per-class", "1"]) == 0  # fmt: skip
 
 
+def test_train_time_budget_stops_then_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = [*TINY_RUN, "--out", str(tmp_path / "run")]
+    summary = train([*run, "--steps", "1000", "--max-time", "0.001"])
+    assert summary["time_limit_reached"]
+    assert summary["step"] == 1  # the first step already ends past the budget
+    assert "stopped at the --max-time limit" in capsys.readouterr().out
+    resumed = train([*run, "--steps", "3", "--resume", "latest"])
+    assert resumed["step"] == 3
+    assert not resumed["time_limit_reached"]
+
+
 def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert main(["sample", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "x.gif")]) == 1
