@@ -27,23 +27,24 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _torchrun_two_workers(*worker_args: str) -> subprocess.CompletedProcess[str]:
+    """The training worker in two CPU processes (gloo) under torchrun; fails on a non-zero exit."""
+    command = [
+        *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"),
+        *(str(WORKER), *worker_args),
+    ]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
 def _losses(out: Path) -> list[float]:
     return [float(row["loss"]) for row in read_metrics(out / "metrics.csv")]
 
 
 def test_two_processes_match_one_process_with_doubled_batch(tmp_path: Path) -> None:
     out2 = tmp_path / "two"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(WORKER),
-        *("--out", str(out2), "--steps", "8", "--batch-size", "4"),
-    ]
-    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = _torchrun_two_workers("--out", str(out2), "--steps", "8", "--batch-size", "4")
     assert "rank 1 of 2: done at step 8" in done.stdout
     rank0 = torch.load(out2 / "params-rank0.pt", weights_only=True)
     rank1 = torch.load(out2 / "params-rank1.pt", weights_only=True)
@@ -62,17 +63,9 @@ def test_two_processes_match_one_process_with_doubled_batch(tmp_path: Path) -> N
 def test_two_processes_stop_together_at_the_time_budget(tmp_path: Path) -> None:
     """Each rank measures its own clock; they must agree on the stop step, or the one that goes
     on would wait forever in its next gradient all-reduce."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(WORKER),
-        *("--out", str(tmp_path), "--steps", "100000", "--sleep", "0.01", "--max-time", "1"),
-    ]
-    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = _torchrun_two_workers(
+        *("--out", str(tmp_path), "--steps", "100000", "--sleep", "0.01", "--max-time", "1")
+    )
     steps = sorted(re.findall(r"rank \d of 2: done at step (\d+)", done.stdout))
     assert len(steps) == 2
     assert steps[0] == steps[1]
