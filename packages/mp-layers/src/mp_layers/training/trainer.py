@@ -403,8 +403,9 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def fit(self, *, resume: str | Path | None = None) -> FitResult:
-        """Train until `config.steps` (or `config.max_time_s`). `resume`: None (fresh; refuses an out_dir that already has
-        checkpoints), 'latest' (newest complete checkpoint, or fresh if none) or a folder.
+        """Train until `config.steps` (or until `config.max_time_s`). `resume`: None (fresh;
+        refuses an out_dir that already has checkpoints), 'latest' (newest complete checkpoint,
+        or fresh if none) or a folder.
 
         Raises `NonFiniteLossError` after `max_nonfinite_steps` consecutive non-finite steps; the
         last checkpoint on disk is then the last good one (skipped steps never change weights).
