@@ -446,7 +446,8 @@ class Trainer:
                     self.sample()
                 if config.save_every and self.step % config.save_every == 0:
                     result.checkpoint = self.save_checkpoint() or result.checkpoint
-                if config.max_time_s is not None and self._time_is_up(time.perf_counter() - t0):
+                limit = config.max_time_s
+                if limit is not None and self._time_is_up(time.perf_counter() - t0, limit):
                     result.time_limit_reached = True
                     break
             if not (config.save_every and self.step % config.save_every == 0):
@@ -460,13 +461,10 @@ class Trainer:
         result.step, result.skipped_steps = self.step, self.skipped_steps
         return result
 
-    def _time_is_up(self, elapsed: float) -> bool:
-        """Whether `max_time_s` has passed on any process (all processes agree, so they stop at
-        the same step and none waits in a collective for the others)."""
-        assert self.config.max_time_s is not None
-        late = torch.tensor(
-            float(elapsed >= self.config.max_time_s), device=self.accelerator.device
-        )
+    def _time_is_up(self, elapsed: float, limit: float) -> bool:
+        """Whether `limit` seconds have passed on any process (all processes agree, so they stop
+        at the same step and none waits in a collective for the others)."""
+        late = torch.tensor(float(elapsed >= limit), device=self.accelerator.device)
         if self.accelerator.num_processes > 1:
             late = self.accelerator.reduce(late, reduction="sum")
         return bool(late.item() > 0)
