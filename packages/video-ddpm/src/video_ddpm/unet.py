@@ -10,6 +10,7 @@ of video-diffusion-pytorch 0.6.1 (`norm="group"`) and 0.7.0 (`norm="rms"`), whos
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -174,7 +175,7 @@ class Unet3D(nn.Module):
                 width_in, width_out, time_emb_dim=emb, norm=norm, groups=resnet_groups
             )
 
-        in_out = list(zip(dims[:-1], dims[1:]))
+        in_out = list(itertools.pairwise(dims))
         self.downs = nn.ModuleList()
         self.ups = nn.ModuleList()
         for index, (width_in, width_out) in enumerate(in_out):
