@@ -11,7 +11,7 @@ of video-diffusion-pytorch 0.6.1 (`norm="group"`) and 0.7.0 (`norm="rms"`), whos
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, cast
 
 import torch
 from beartype import beartype
@@ -36,6 +36,11 @@ BERT_BASE_DIM = 768
 """Width of `bert-base-cased`, the reference's text encoder (the default `cond_dim` with
 `use_bert_text_cond=True`)."""
 NORMS = ("group", "rms")
+
+
+def _modules(level: nn.Module) -> list[nn.Module]:
+    """The modules of one U-Net level (an `nn.ModuleList`), typed for unpacking."""
+    return list(cast(nn.ModuleList, level))
 
 
 def _positive(name: str, value: int) -> int:
@@ -316,7 +321,8 @@ class Unet3D(nn.Module):
             emb = torch.cat((emb, cond), dim=-1)
 
         skips = []
-        for block1, block2, spatial_attn, temporal_attn, down in self.downs:
+        for level in self.downs:
+            block1, block2, spatial_attn, temporal_attn, down = _modules(level)
             x = block2(block1(x, emb), emb)
             x = spatial_attn(x)
             x = temporal_attn(x, pos_bias=pos_bias, focus_present_mask=focus)
@@ -326,7 +332,8 @@ class Unet3D(nn.Module):
         x = self.mid_spatial_attn(x)
         x = self.mid_temporal_attn(x, pos_bias=pos_bias, focus_present_mask=focus)
         x = self.mid_block2(x, emb)
-        for block1, block2, spatial_attn, temporal_attn, up in self.ups:
+        for level in self.ups:
+            block1, block2, spatial_attn, temporal_attn, up = _modules(level)
             x = torch.cat((x, skips.pop()), dim=1)
             x = block2(block1(x, emb), emb)
             x = spatial_attn(x)
