@@ -14,10 +14,10 @@ import itertools
 from typing import Any, cast
 
 import torch
-from beartype import beartype
 from rotary_embedding_torch import RotaryEmbedding
 from torch import nn
 
+from video_ddpm._typecheck import typechecked
 from video_ddpm.blocks import (
     AcrossFrames,
     AcrossPixels,
@@ -79,7 +79,7 @@ class Unet3D(nn.Module):
     images (image/video co-training).
     """
 
-    @beartype
+    @typechecked
     def __init__(
         self,
         dim: int,

@@ -1,0 +1,20 @@
+"""`typechecked`: runtime type checks of public constructors and functions (beartype).
+
+beartype's own violation classes are not `TypeError`s; the project promises a `TypeError` that
+names the parameter, what was expected and what was given, so violations are raised as that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from beartype import BeartypeConf, beartype
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_BEARTYPE = beartype(conf=BeartypeConf(violation_type=TypeError))
+
+
+def typechecked(func: _F) -> _F:
+    """Check `func`'s arguments and return value against its type hints at every call."""
+    return _BEARTYPE(func)
