@@ -1,0 +1,395 @@
+"""Save and load a `GaussianDiffusion` as safetensors + JSON, and convert reference checkpoints.
+
+A pretrained folder holds two files:
+
+- `model.safetensors`: the `GaussianDiffusion` state dict (the network under `denoise_fn.`, plus
+  the schedule buffers `betas`, `alphas_cumprod`, ...), weights only;
+- `config.json`: `{"format": "video-ddpm", "version": 1, "unet": net.config, "diffusion":
+  model.config}`, enough to rebuild the modules before the weights are loaded.
+
+`convert_reference_checkpoint` reads a `model-N.pt` written by the `Trainer` of
+video-diffusion-pytorch 0.6.1 / 0.7.0 (`{"step", "model", "ema", "scaler"}`) with
+`torch.load(..., weights_only=True)` (never unpickling arbitrary objects), infers the `Unet3D`
+architecture from the tensor shapes and writes such a folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from beartype import beartype
+from torch import Tensor, nn
+
+from video_ddpm.diffusion import GaussianDiffusion, cosine_beta_schedule
+from video_ddpm.unet import Unet3D
+
+__all__ = ["convert_reference_checkpoint", "load_pretrained", "save_pretrained"]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+FORMAT = "video-ddpm"
+FORMAT_VERSION = 1
+REFERENCE_KEYS = ("step", "model", "ema", "scaler")
+_LISTED = 8  # how many mismatched keys an error message names
+
+PathLike = str | os.PathLike[str]
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic writes
+
+
+def _safetensors() -> Any:
+    """`safetensors.torch`, imported on first use (it comes with the `[train]` extra)."""
+    try:
+        import safetensors.torch
+    except ImportError as error:
+        raise ImportError(
+            "video_ddpm.pretrained needs safetensors: pip install 'video-ddpm[train]' "
+            "(or safetensors)"
+        ) from error
+    return safetensors.torch
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Run `write(temporary_path)` next to `path`, then rename it over `path` (atomic on POSIX)."""
+    # a fresh unique name, created with the usual permissions (mkstemp's would be 0600)
+    tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp")
+    open(tmp, "xb").close()
+    mode = os.stat(tmp).st_mode & 0o777
+    try:
+        write(tmp)
+        os.chmod(tmp, mode)  # safetensors replaces the file with a private (0600) one
+        with open(tmp, "rb+") as file:  # on disk before the rename, not only in the page cache
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(data: dict[str, Any], tmp: str) -> None:
+    with open(tmp, "w", encoding="utf-8") as file:
+        json.dump(data, file, indent=2)
+        file.write("\n")
+
+
+def _plain_state(module: nn.Module) -> dict[str, Tensor]:
+    """The state dict as contiguous CPU tensors that share no memory (safetensors refuses shared
+    tensors; the Unet3D shares one rotary embedding, a few floats, between its attentions)."""
+    state, seen = {}, set()
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key in seen:
+            tensor = tensor.clone()
+        seen.add(key)
+        state[name] = tensor
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# state dict checks
+
+
+def _check_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """ValueError naming missing, unexpected and mis-shaped keys of `state` against `model`."""
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    given = {name: tuple(t.shape) for name, t in state.items()}
+    missing = [name for name in expected if name not in given]
+    unexpected = [name for name in given if name not in expected]
+    shapes = [
+        f"{name}: {given[name]} in the file, {expected[name]} in the model"
+        for name in expected
+        if name in given and given[name] != expected[name]
+    ]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+        if items:
+            more = f" (and {len(items) - _LISTED} more)" if len(items) > _LISTED else ""
+            problems.append(f"{label}: {'; '.join(items[:_LISTED])}{more}")
+    if problems:
+        raise ValueError(
+            f"{source}: the weights do not fit the configured model; " + " | ".join(problems)
+        )
+
+
+def _load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    _check_state(model, state, source)
+    model.load_state_dict(dict(state), strict=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# save / load
+
+
+@beartype
+def save_pretrained(model: GaussianDiffusion, folder: PathLike) -> Path:
+    """Write `model` (a `GaussianDiffusion` around a `Unet3D`) to `folder` (created if needed).
+
+    Files: `model.safetensors` (the state dict: `denoise_fn.*` and the schedule buffers) and
+    `config.json` (`{"format", "version", "unet", "diffusion"}`). Each file is written to a
+    temporary name and renamed, so a crash never leaves a half-written file. A text encoder
+    passed as an object is not saved (a name or path given as `text_encoder` is, in the config).
+    Returns the folder.
+    """
+    save_file = _safetensors().save_file
+    net = model.denoise_fn
+    if not isinstance(net, Unet3D):
+        raise TypeError(
+            f"model.denoise_fn: expected a video_ddpm.Unet3D (its config is saved), "
+            f"got {type(net).__name__}"
+        )
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = _plain_state(model)
+    config = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "unet": net.config,
+        "diffusion": model.config,
+    }
+    _atomic_write(
+        folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"})
+    )
+    _atomic_write(folder / CONFIG_NAME, lambda tmp: _write_json(config, tmp))
+    return folder
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: expected a JSON config, got invalid JSON ({error})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"{path}: expected a config with format {FORMAT!r}, got {found!r}")
+    if config.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: expected config version {FORMAT_VERSION}, got {config.get('version')!r}"
+        )
+    missing = [key for key in ("unet", "diffusion") if not isinstance(config.get(key), dict)]
+    if missing:
+        raise ValueError(f"{path}: expected the sections {missing} (objects) in the config")
+    return config
+
+
+def _build(config: dict[str, Any], source: Path) -> GaussianDiffusion:
+    try:
+        net = Unet3D.from_config(config["unet"])
+        return GaussianDiffusion(net, **config["diffusion"])
+    except (TypeError, ValueError) as error:  # beartype's violations are TypeErrors
+        raise ValueError(f"{source}: invalid config: {error}") from error
+
+
+@beartype
+def load_pretrained(
+    folder: PathLike, *, map_location: str | torch.device = "cpu"
+) -> GaussianDiffusion:
+    """Rebuild a `GaussianDiffusion` from a `save_pretrained` folder and load its weights strictly.
+
+    Returns the model on `map_location`, in eval mode. ValueError when a file is missing, the
+    config is not a video-ddpm config, or the weights do not fit it (the message lists the
+    missing, unexpected and mis-shaped keys).
+    """
+    load_file = _safetensors().load_file
+    folder = Path(folder)
+    missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(
+            f"{folder}: expected a save_pretrained folder with {CONFIG_NAME} and "
+            f"{WEIGHTS_NAME}, missing {missing}"
+        )
+    model = _build(_read_config(folder / CONFIG_NAME), folder / CONFIG_NAME)
+    state = load_file(folder / WEIGHTS_NAME, device="cpu")
+    _load_state(model, state, str(folder / WEIGHTS_NAME))
+    return model.to(map_location).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# reference checkpoints
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _torch_load(path: Path) -> Any:
+    """`torch.load(weights_only=True)`, with a one-line ValueError for what it cannot read."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if found:
+            raise ValueError(
+                f"{path}: refused: it holds {found.group(1)}, which only unsafe "
+                "unpickling could load (torch.load with weights_only=False can run arbitrary "
+                "code); expected a reference Trainer checkpoint of tensors and plain values"
+            ) from None
+        detail = [line for line in str(error).splitlines() if line.strip()]
+        reason = detail[-2].strip() if len(detail) > 1 else _first_line(error)
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({reason})") from None
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # the weights-only unpickler fails on junk in assorted ways
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({_first_line(error)})") from None
+
+
+def _reference_state(checkpoint: Any, path: Path, use_ema: bool) -> dict[str, Tensor]:
+    """The selected GaussianDiffusion state dict of a reference Trainer checkpoint."""
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(
+            f"{path}: expected a video-diffusion-pytorch Trainer checkpoint (a dict with keys "
+            f"{list(REFERENCE_KEYS)}), got {type(checkpoint).__name__}"
+        )
+    wanted = "ema" if use_ema else "model"
+    missing = [key for key in ("model", "ema") if key not in checkpoint]
+    if wanted in missing:
+        raise ValueError(
+            f"{path}: expected a video-diffusion-pytorch Trainer checkpoint with keys "
+            f"{list(REFERENCE_KEYS)}; missing {missing}, found {sorted(map(str, checkpoint))}"
+        )
+    state = checkpoint[wanted]
+    if not isinstance(state, Mapping) or not all(
+        isinstance(key, str) and isinstance(value, Tensor) for key, value in state.items()
+    ):
+        raise ValueError(f"{path}: expected {wanted!r} to be a state dict of tensors")
+    return dict(state)
+
+
+_NET = "denoise_fn."
+_REQUIRED = (
+    "betas",
+    _NET + "time_mlp.1.weight",
+    _NET + "init_conv.weight",
+    _NET + "time_rel_pos_bias.relative_attention_bias.weight",
+    _NET + "init_temporal_attn.fn.fn.fn.to_qkv.weight",
+    _NET + "downs.0.0.block1.proj.weight",
+    _NET + "final_conv.1.weight",
+)
+
+
+@beartype
+def infer_reference_unet_config(
+    state: Mapping[str, Tensor],
+    *,
+    use_bert_text_cond: bool = False,
+    resnet_groups: int = 8,
+    source: str = "state dict",
+) -> dict[str, Any]:
+    """The `Unet3D` config of a reference GaussianDiffusion state dict, from its tensor shapes.
+
+    `resnet_groups` (GroupNorm only) and `use_bert_text_cond` cannot be read from shapes.
+    """
+    missing = [key for key in _REQUIRED if key not in state]
+    if missing:
+        raise ValueError(
+            f"{source}: expected a video-diffusion-pytorch GaussianDiffusion state dict; "
+            f"missing keys {missing}"
+        )
+
+    def shape(key: str) -> tuple[int, ...]:
+        return tuple(state[_NET + key].shape)
+
+    time_dim, dim = shape("time_mlp.1.weight")
+    init_dim, channels, _, kernel, _ = shape("init_conv.weight")
+    levels = 0
+    while _NET + f"downs.{levels}.0.block1.proj.weight" in state:
+        levels += 1
+    widths = [shape(f"downs.{i}.0.block1.proj.weight")[0] for i in range(levels)]
+    if time_dim != 4 * dim or any(width % dim for width in widths):
+        raise ValueError(
+            f"{source}: inconsistent shapes: time_mlp {time_dim}x{dim}, level widths {widths}"
+        )
+    heads = shape("time_rel_pos_bias.relative_attention_bias.weight")[1]
+    qkv = shape("init_temporal_attn.fn.fn.fn.to_qkv.weight")[0]
+    if qkv % (3 * heads):
+        raise ValueError(f"{source}: to_qkv width {qkv} is not a multiple of 3 x {heads} heads")
+    cond = state.get(_NET + "null_cond_emb")
+    if use_bert_text_cond and cond is None:
+        raise ValueError(
+            f"{source}: use_bert_text_cond=True, but the network has no null_cond_emb "
+            "(it is unconditional)"
+        )
+    norm = "group" if _NET + "downs.0.0.block1.norm.bias" in state else "rms"
+    return {
+        "dim": dim,
+        "cond_dim": None if cond is None else int(cond.shape[-1]),
+        "out_dim": shape("final_conv.1.weight")[0],
+        "dim_mults": [width // dim for width in widths],
+        "channels": channels,
+        "attn_heads": heads,
+        "attn_dim_head": qkv // (3 * heads),
+        "use_bert_text_cond": use_bert_text_cond,
+        "init_dim": init_dim,
+        "init_kernel_size": kernel,
+        "use_sparse_linear_attn": any(key.startswith(_NET + "downs.0.2.") for key in state),
+        "resnet_groups": resnet_groups,
+        "norm": norm,
+    }
+
+
+@beartype
+def convert_reference_checkpoint(
+    path: PathLike,
+    out: PathLike,
+    *,
+    image_size: int | tuple[int, int] | list[int],
+    num_frames: int,
+    use_ema: bool = True,
+    timesteps: int | None = None,
+    loss_type: str = "l1",
+    text_use_bert_cls: bool = False,
+    use_bert_text_cond: bool = False,
+    resnet_groups: int = 8,
+) -> Path:
+    """Convert a video-diffusion-pytorch 0.6.1/0.7.0 `Trainer` checkpoint into a pretrained folder.
+
+    Reads `path` (`model-N.pt`: `{"step", "model", "ema", "scaler"}`) with `weights_only=True`,
+    takes the EMA weights (`use_ema=True`) or the trained ones, infers the `Unet3D` architecture
+    from the tensor shapes (GroupNorm for 0.6.1, RMSNorm for 0.7.0), the number of timesteps from
+    `betas` (`timesteps`, when given, must agree), and writes `save_pretrained(out)`. The
+    reference's schedule is the cosine one; other `GaussianDiffusion` settings are the defaults.
+    `image_size`, `num_frames`, `resnet_groups` and `use_bert_text_cond` are not stored in the
+    checkpoint: pass those used in training. Returns `out` as a Path.
+    """
+    path = Path(path)
+    state = _reference_state(_torch_load(path), path, use_ema)
+    unet_config = infer_reference_unet_config(
+        state,
+        use_bert_text_cond=use_bert_text_cond,
+        resnet_groups=resnet_groups,
+        source=str(path),
+    )
+    found = int(state["betas"].shape[0])
+    if timesteps is not None and timesteps != found:
+        raise ValueError(f"timesteps: the checkpoint has {found} (len(betas)), got {timesteps}")
+    expected_betas = cosine_beta_schedule(found).to(torch.float32)
+    if not torch.allclose(state["betas"].float(), expected_betas, rtol=1e-5, atol=1e-7):
+        raise ValueError(f"{path}: betas are not the reference cosine schedule of {found} steps")
+    try:
+        net = Unet3D.from_config(unet_config)
+        model = GaussianDiffusion(
+            net,
+            image_size=image_size,
+            num_frames=num_frames,
+            text_use_bert_cls=text_use_bert_cls,
+            channels=unet_config["channels"],
+            timesteps=found,
+            loss_type=loss_type,
+        )
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{path}: cannot build the inferred model {unet_config}: {error}"
+        ) from None
+    _load_state(model, state, str(path))
+    return save_pretrained(model, out)
