@@ -3,7 +3,9 @@
 Default: lint, typecheck, tests (each package in its own environment), build (wheel + sdist, then
 installed alone), ranges (inter-package requirements). Not default: lowest (lowest direct
 dependency versions), bench (every package's benchmark scripts), bench_reference (karras-unet3d
-against the reference implementation, installed in a separate environment).
+against the reference implementation, installed in a separate environment), parity (video-ddpm
+against video-diffusion-pytorch 0.6.1 and 0.7.0 through converted checkpoints) and
+bench_reference_vdm (video-ddpm against video-diffusion-pytorch 0.6.1).
 
 Packages are discovered from packages/*/pyproject.toml. A missing interpreter is an error. On a
 machine whose interpreters live under pyenv, their folders are put on PATH here, so that nothing
@@ -208,3 +210,55 @@ def bench_reference(session: nox.Session) -> None:
     session.run(
         "python", str(script), f"--ref-python={reference / 'bin' / 'python'}", *session.posargs
     )
+
+
+def _torch_version(session: nox.Session) -> str:
+    """The torch version of the session's environment, without a local tag (`2.5.1+cu124`)."""
+    out = session.run(
+        "python",
+        "-c",
+        "import importlib.metadata as m; print(m.version('torch'))",
+        silent=True,
+    )
+    return str(out).strip().splitlines()[-1].split("+")[0]
+
+
+def _reference_venv(session: nox.Session, name: str, requirement: str) -> Path:
+    """A venv under the session's tmp dir holding `requirement` and the session's torch (pinned,
+    so that uv reuses the cached wheel and both sides run the same torch). Returns its python."""
+    venv = Path(session.create_tmp()) / name
+    python = venv / "bin" / "python"
+    if not python.exists():
+        session.run("uv", "venv", "--python", MAIN_PYTHON, str(venv), external=True)
+        session.run(
+            "uv",
+            "pip",
+            "install",
+            f"--python={venv}",
+            requirement,
+            f"torch=={_torch_version(session)}",
+            external=True,
+        )
+    return python
+
+
+@nox.session(python=MAIN_PYTHON, default=False)
+def parity(session: nox.Session) -> None:
+    """video-ddpm against video-diffusion-pytorch 0.6.1 and 0.7.0 (each in its own venv): outputs
+    of converted reference checkpoints, within 1e-5 relative."""
+    _sync(session, "--all-packages", "--all-extras")
+    args = []
+    for version in ("0.6.1", "0.7.0"):
+        python = _reference_venv(session, f"vdm-{version}", f"video-diffusion-pytorch=={version}")
+        args += [f"--ref-python={python}", f"--version={version}"]
+    script = PACKAGES["video-ddpm"] / "benchmarks" / "parity_vs_reference.py"
+    session.run("python", str(script), *args, *session.posargs)
+
+
+@nox.session(python=MAIN_PYTHON, default=False)
+def bench_reference_vdm(session: nox.Session) -> None:
+    """video-ddpm against video-diffusion-pytorch==0.6.1, installed in its own venv."""
+    _sync(session, "--all-packages", "--all-extras")
+    python = _reference_venv(session, "vdm-0.6.1", "video-diffusion-pytorch==0.6.1")
+    script = PACKAGES["video-ddpm"] / "benchmarks" / "bench_vs_reference.py"
+    session.run("python", str(script), f"--ref-python={python}", *session.posargs)

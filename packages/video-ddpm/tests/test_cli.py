@@ -10,7 +10,6 @@ pytest.importorskip("mp_layers.training")
 pytest.importorskip("mp_layers.video")
 
 from mp_layers.video import read_video
-
 from video_ddpm.cli import CONFIG_FILE, main, sample, train
 
 TINY_RUN = [

@@ -121,6 +121,13 @@ def test_save_rejects_other_networks(tmp_path: Path) -> None:
         save_pretrained(model, tmp_path)
 
 
+def test_wrong_argument_types_are_type_errors(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="model"):
+        save_pretrained(_diffusion().denoise_fn, tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="num_frames"):
+        convert_reference_checkpoint(tmp_path / "a.pt", tmp_path, image_size=8, num_frames="2")  # type: ignore[arg-type]
+
+
 def test_load_missing_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"missing \['config.json', 'model.safetensors'\]"):
         load_pretrained(tmp_path)

@@ -213,7 +213,9 @@ def _loss_fn(cond: str, num_classes: int | None) -> Any:
         elif cond == "class":
             labels = batch["label"]
             if bool((labels < 0).any()):
-                raise ValueError("--cond class: expected labelled data (MovingShapes), got label -1")
+                raise ValueError(
+                    "--cond class: expected labelled data (MovingShapes), got label -1"
+                )
             one_hot = torch.nn.functional.one_hot(labels, num_classes).to(videos.dtype)
             loss = model(videos, cond=one_hot)
         else:
@@ -341,7 +343,9 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"trained {result.step} steps in {train_seconds:.0f} s; checkpoint {result.checkpoint}")
     if result.time_limit_reached:
         print(f"stopped at the --max-time limit; continue with --resume latest --out {out}")
-    print(f"samples: {out / 'samples.gif'} (one row per prompt/class), loss plot: {out / 'loss.png'}")
+    print(
+        f"samples: {out / 'samples.gif'} (one row per prompt/class), loss plot: {out / 'loss.png'}"
+    )
     if accuracy is not None:
         summary["color_accuracy"] = accuracy
         print(f"colour accuracy of the samples against their prompt's colour: {accuracy:.1%}")

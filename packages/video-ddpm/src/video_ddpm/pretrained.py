@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from beartype import beartype
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from video_ddpm._typecheck import typechecked
 from video_ddpm.diffusion import GaussianDiffusion, cosine_beta_schedule
 from video_ddpm.unet import Unet3D
 
@@ -45,18 +46,6 @@ PathLike = str | os.PathLike[str]
 
 # ---------------------------------------------------------------------------------------------
 # atomic writes
-
-
-def _safetensors() -> Any:
-    """`safetensors.torch`, imported on first use (it comes with the `[train]` extra)."""
-    try:
-        import safetensors.torch
-    except ImportError as error:
-        raise ImportError(
-            "video_ddpm.pretrained needs safetensors: pip install 'video-ddpm[train]' "
-            "(or safetensors)"
-        ) from error
-    return safetensors.torch
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -131,7 +120,7 @@ def _load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> N
 # save / load
 
 
-@beartype
+@typechecked
 def save_pretrained(model: GaussianDiffusion, folder: PathLike) -> Path:
     """Write `model` (a `GaussianDiffusion` around a `Unet3D`) to `folder` (created if needed).
 
@@ -141,7 +130,6 @@ def save_pretrained(model: GaussianDiffusion, folder: PathLike) -> Path:
     passed as an object is not saved (a name or path given as `text_encoder` is, in the config).
     Returns the folder.
     """
-    save_file = _safetensors().save_file
     net = model.denoise_fn
     if not isinstance(net, Unet3D):
         raise TypeError(
@@ -190,7 +178,7 @@ def _build(config: dict[str, Any], source: Path) -> GaussianDiffusion:
         raise ValueError(f"{source}: invalid config: {error}") from error
 
 
-@beartype
+@typechecked
 def load_pretrained(
     folder: PathLike, *, map_location: str | torch.device = "cpu"
 ) -> GaussianDiffusion:
@@ -200,7 +188,6 @@ def load_pretrained(
     config is not a video-ddpm config, or the weights do not fit it (the message lists the
     missing, unexpected and mis-shaped keys).
     """
-    load_file = _safetensors().load_file
     folder = Path(folder)
     missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / name).is_file()]
     if missing:
@@ -278,7 +265,7 @@ _REQUIRED = (
 )
 
 
-@beartype
+@typechecked
 def infer_reference_unet_config(
     state: Mapping[str, Tensor],
     *,
@@ -338,7 +325,7 @@ def infer_reference_unet_config(
     }
 
 
-@beartype
+@typechecked
 def convert_reference_checkpoint(
     path: PathLike,
     out: PathLike,
