@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 from beartype import BeartypeConf, beartype
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-_BEARTYPE = beartype(conf=BeartypeConf(violation_type=TypeError))
+# The PEP 484 numeric tower lets an int stand for a float (`cond_scale=2`, `cond_drop_prob=0`).
+_BEARTYPE = beartype(conf=BeartypeConf(violation_type=TypeError, is_pep484_tower=True))
 
 
 def typechecked(func: _F) -> _F:

@@ -208,6 +208,7 @@ class SpatialLinearAttention(nn.Module):
         context = torch.matmul(k, v.transpose(-1, -2))  # (n, g, d, e)
         out = torch.matmul(context.transpose(-1, -2), q)  # (n, g, e, pixels)
         weight, bias = self.to_out.weight, self.to_out.bias
+        assert bias is not None  # to_out has a bias, as the reference's
         out = torch.baddbmm(
             bias[None, :, None], weight.view(c, -1).expand(out.shape[0], -1, -1), out.flatten(1, 2)
         )

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from video_ddpm.diffusion import GaussianDiffusion
+from video_ddpm.pretrained import FORMAT, FORMAT_VERSION, model_from_config
 from video_ddpm.unet import Unet3D
 
 CONFIG_FILE = "config.json"
@@ -102,22 +103,6 @@ def _make_text_encoder(name: str | None, *, use_cls: bool) -> Any:
     from video_ddpm.text import TextEncoder, default_text_encoder_path
 
     return TextEncoder(name or default_text_encoder_path(), pooling="cls" if use_cls else "mean")
-
-
-def build_model(config: dict[str, Any]) -> GaussianDiffusion:
-    """A `GaussianDiffusion` from a run's or a converted model's `config.json` contents
-    (`{"unet": ..., "diffusion": ..., "cond": ..., "text_encoder": ...}`)."""
-    net = Unet3D.from_config(config["unet"])
-    diffusion = dict(config["diffusion"])
-    encoder = None
-    if config.get("cond") == "text":
-        diffusion.pop("text_encoder", None)
-        encoder = _make_text_encoder(
-            config.get("text_encoder"), use_cls=bool(diffusion.get("text_use_bert_cls"))
-        )
-    elif isinstance(diffusion.get("text_encoder"), str):
-        encoder = diffusion.pop("text_encoder")
-    return GaussianDiffusion(net, **diffusion, text_encoder=encoder)
 
 
 def find_config(checkpoint: Path) -> dict[str, Any]:
@@ -216,7 +201,7 @@ def _loss_fn(cond: str, num_classes: int | None) -> Any:
                 raise ValueError(
                     "--cond class: expected labelled data (MovingShapes), got label -1"
                 )
-            one_hot = torch.nn.functional.one_hot(labels, num_classes).to(videos.dtype)
+            one_hot = torch.nn.functional.one_hot(labels, num_classes or 0).to(videos.dtype)
             loss = model(videos, cond=one_hot)
         else:
             loss = model(videos)
@@ -277,6 +262,8 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
         text_encoder=encoder,
     )
     run_config: dict[str, Any] = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
         "unet": net.config,
         "diffusion": {k: v for k, v in model.config.items() if k != "text_encoder"},
         "cond": args.cond,
@@ -313,11 +300,9 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     if not trainer.accelerator.is_main_process:
         return summary
-    sampler = build_model(run_config)
-    if args.cond == "text":
-        sampler = GaussianDiffusion(
-            sampler.denoise_fn, **run_config["diffusion"], text_encoder=encoder
-        )  # reuse the loaded encoder and its cache
+    sampler = GaussianDiffusion(
+        Unet3D.from_config(net.config), **run_config["diffusion"], text_encoder=encoder
+    )  # the loaded encoder and its cache are reused
     assert result.checkpoint is not None
     load_model_weights(sampler, result.checkpoint, ema=True)
     sampler.to(trainer.accelerator.device).eval()
@@ -378,7 +363,7 @@ def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = _sample_parser().parse_args(argv)
     checkpoint = resolve_checkpoint(Path(args.checkpoint))
     config = find_config(checkpoint)
-    model = build_model(config)
+    model = model_from_config(config)
     load_model_weights(model, checkpoint, ema=not args.no_ema)
     model.eval()
     steps = args.sample_steps

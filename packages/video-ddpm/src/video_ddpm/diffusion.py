@@ -25,13 +25,15 @@ import itertools
 import math
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
-from beartype import BeartypeConf, beartype
 from einops import rearrange
 from torch import Tensor, nn
+
+from video_ddpm._typecheck import typechecked
 
 __all__ = [
     "GaussianDiffusion",
@@ -39,16 +41,6 @@ __all__ = [
     "linear_beta_schedule",
     "sigmoid_beta_schedule",
 ]
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-# beartype's own violation classes are not TypeErrors; the project promises a TypeError. The
-# PEP 484 numeric tower lets an int stand for a float (`cond_scale=2`, `cond_drop_prob=0`).
-_BEARTYPE = beartype(conf=BeartypeConf(violation_type=TypeError, is_pep484_tower=True))
-
-
-def _typecheck(func: _F) -> _F:
-    """Runtime type checks (beartype, raising TypeError) that keep the static signature."""
-    return _BEARTYPE(func)
 
 
 Cond = Tensor | list[str] | tuple[str, ...] | None
@@ -73,7 +65,7 @@ def _betas_from_alphas_cumprod(alphas_cumprod: Tensor, max_beta: float) -> Tenso
     return betas.clamp(0, max_beta)
 
 
-@_typecheck
+@typechecked
 def cosine_beta_schedule(timesteps: int, s: float = 0.008) -> Tensor:
     """Cosine schedule (Nichol & Dhariwal 2021): `ᾱ(t) = cos²((t/T + s) / (1 + s) · π/2)`.
 
@@ -85,7 +77,7 @@ def cosine_beta_schedule(timesteps: int, s: float = 0.008) -> Tensor:
     return _betas_from_alphas_cumprod(alphas_cumprod, 0.9999)
 
 
-@_typecheck
+@typechecked
 def linear_beta_schedule(timesteps: int) -> Tensor:
     """Linear schedule (Ho et al. 2020): β from `1e-4 · 1000/T` to `0.02 · 1000/T`.
 
@@ -98,7 +90,7 @@ def linear_beta_schedule(timesteps: int) -> Tensor:
     return betas.clamp(max=0.9999)
 
 
-@_typecheck
+@typechecked
 def sigmoid_beta_schedule(
     timesteps: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0
 ) -> Tensor:
@@ -198,7 +190,7 @@ class GaussianDiffusion(nn.Module):
     "mean"), or any callable `encoder(texts, device=...) -> (b, dim)`.
     """
 
-    @_typecheck
+    @typechecked
     def __init__(
         self,
         denoise_fn: nn.Module,
@@ -295,6 +287,23 @@ class GaussianDiffusion(nn.Module):
     posterior_mean_coef1: Tensor
     posterior_mean_coef2: Tensor
 
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
+    ) -> GaussianDiffusion:
+        """`video_ddpm.load_pretrained`: a model saved by `save_pretrained`, `video-ddpm train`
+        (a run's checkpoint folder holds weights, its run folder `config.json`) or converted from
+        the reference by `video-ddpm convert`."""
+        from video_ddpm.pretrained import load_pretrained
+
+        return load_pretrained(folder, map_location=map_location)
+
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
+        """`video_ddpm.save_pretrained(self, folder)`: `model.safetensors` + `config.json`."""
+        from video_ddpm.pretrained import save_pretrained
+
+        return save_pretrained(self, folder)
+
     @property
     def config(self) -> dict[str, Any]:
         """The constructor's plain arguments, JSON-serialisable (`GaussianDiffusion(net, **config)`)."""
@@ -325,7 +334,7 @@ class GaussianDiffusion(nn.Module):
     # -----------------------------------------------------------------------------------------
     # forward process and conversions
 
-    @_typecheck
+    @typechecked
     def q_mean_variance(self, x_start: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Mean, variance and log variance of `q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1 - ᾱ_t) I)`."""
         mean = extract(self.sqrt_alphas_cumprod, t, x_start.ndim) * x_start
@@ -333,7 +342,7 @@ class GaussianDiffusion(nn.Module):
         log_variance = extract(self.log_one_minus_alphas_cumprod, t, x_start.ndim)
         return mean, variance, log_variance
 
-    @_typecheck
+    @typechecked
     def q_sample(self, x_start: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
         """Sample `x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε`; x_start `(b, …)`, t `(b,)`."""
         noise = torch.randn_like(x_start) if noise is None else noise
@@ -342,7 +351,7 @@ class GaussianDiffusion(nn.Module):
             + extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.ndim) * noise
         )
 
-    @_typecheck
+    @typechecked
     def q_posterior(self, x_start: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Mean, variance and clipped log variance of `q(x_{t-1} | x_t, x_0) = N(μ̃_t, β̃_t I)`.
 
@@ -356,7 +365,7 @@ class GaussianDiffusion(nn.Module):
         log_variance = extract(self.posterior_log_variance_clipped, t, x_t.ndim)
         return mean, variance, log_variance
 
-    @_typecheck
+    @typechecked
     def predict_start_from_noise(self, x_t: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """`x_0 = sqrt(1/ᾱ_t) x_t - sqrt(1/ᾱ_t - 1) ε`."""
         return (
@@ -364,14 +373,14 @@ class GaussianDiffusion(nn.Module):
             - extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.ndim) * noise
         )
 
-    @_typecheck
+    @typechecked
     def predict_noise_from_start(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """`ε = (sqrt(1/ᾱ_t) x_t - x_0) / sqrt(1/ᾱ_t - 1)`."""
         return (extract(self.sqrt_recip_alphas_cumprod, t, x_t.ndim) * x_t - x0) / extract(
             self.sqrt_recipm1_alphas_cumprod, t, x_t.ndim
         )
 
-    @_typecheck
+    @typechecked
     def predict_v(self, x_start: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """`v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0` (Salimans & Ho 2022)."""
         return (
@@ -379,7 +388,7 @@ class GaussianDiffusion(nn.Module):
             - extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.ndim) * x_start
         )
 
-    @_typecheck
+    @typechecked
     def predict_start_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
         """`x_0 = sqrt(ᾱ_t) x_t - sqrt(1 - ᾱ_t) v`."""
         return (
@@ -397,7 +406,7 @@ class GaussianDiffusion(nn.Module):
         s = s.to(x_start.dtype).view(-1, *((1,) * (x_start.ndim - 1)))
         return x_start.clamp(-s, s) / s
 
-    @_typecheck
+    @typechecked
     def model_predictions(
         self,
         x: Tensor,
@@ -428,7 +437,7 @@ class GaussianDiffusion(nn.Module):
     # -----------------------------------------------------------------------------------------
     # ancestral (DDPM) sampling
 
-    @_typecheck
+    @typechecked
     def p_mean_variance(
         self,
         x: Tensor,
@@ -441,7 +450,7 @@ class GaussianDiffusion(nn.Module):
         _, x_start = self.model_predictions(x, t, cond, cond_scale, clip_denoised)
         return self.q_posterior(x_start, x, t)
 
-    @_typecheck
+    @typechecked
     def p_sample(
         self,
         x: Tensor,
@@ -465,7 +474,7 @@ class GaussianDiffusion(nn.Module):
             nonzero = (t != 0).to(x.dtype).view(-1, *((1,) * (x.ndim - 1)))
             return mean + nonzero * (0.5 * log_variance).exp() * noise
 
-    @_typecheck
+    @typechecked
     def p_sample_loop(
         self,
         shape: tuple[int, int, int, int, int],
@@ -492,7 +501,7 @@ class GaussianDiffusion(nn.Module):
         is_data = (t < 0).view(-1, *((1,) * (ndim - 1)))
         return torch.where(is_data, torch.ones_like(alpha), alpha)
 
-    @_typecheck
+    @typechecked
     def ddim_step_mean_std(
         self,
         x: Tensor,
@@ -521,7 +530,7 @@ class GaussianDiffusion(nn.Module):
         ints = list(reversed(times.floor().long().tolist()))
         return list(itertools.pairwise(ints))
 
-    @_typecheck
+    @typechecked
     def ddim_sample(
         self,
         shape: tuple[int, int, int, int, int],
@@ -558,7 +567,7 @@ class GaussianDiffusion(nn.Module):
     # -----------------------------------------------------------------------------------------
     # public sampling entry points
 
-    @_typecheck
+    @typechecked
     def sample(
         self,
         cond: Cond = None,
@@ -599,7 +608,7 @@ class GaussianDiffusion(nn.Module):
             return self.p_sample_loop(shape, embedded, cond_scale, generator=generator)
         return self.ddim_sample(shape, embedded, cond_scale, steps, eta, generator)
 
-    @_typecheck
+    @typechecked
     def interpolate(
         self,
         x1: Tensor,
@@ -642,7 +651,7 @@ class GaussianDiffusion(nn.Module):
     # -----------------------------------------------------------------------------------------
     # training
 
-    @_typecheck
+    @typechecked
     def forward(
         self,
         videos: Tensor,

@@ -170,10 +170,25 @@ def _read_config(path: Path) -> dict[str, Any]:
     return config
 
 
+def model_from_config(config: dict[str, Any]) -> GaussianDiffusion:
+    """A fresh `GaussianDiffusion` from a config (`{"unet": ..., "diffusion": ...}`, as
+    `save_pretrained` and `video-ddpm train` write it). A text-conditional run's config also says
+    `"cond": "text"` and names its encoder in `"text_encoder"` (None: the default offline
+    all-MiniLM-L6-v2); that encoder is attached, to be loaded on first use."""
+    net = Unet3D.from_config(config["unet"])
+    diffusion = dict(config["diffusion"])
+    if config.get("cond") == "text" and diffusion.get("text_encoder") is None:
+        from video_ddpm.text import TextEncoder, default_text_encoder_path
+
+        name = config.get("text_encoder") or default_text_encoder_path()
+        pooling = "cls" if diffusion.get("text_use_bert_cls") else "mean"
+        diffusion["text_encoder"] = TextEncoder(name, pooling=pooling)
+    return GaussianDiffusion(net, **diffusion)
+
+
 def _build(config: dict[str, Any], source: Path) -> GaussianDiffusion:
     try:
-        net = Unet3D.from_config(config["unet"])
-        return GaussianDiffusion(net, **config["diffusion"])
+        return model_from_config(config)
     except (TypeError, ValueError) as error:  # beartype's violations are TypeErrors
         raise ValueError(f"{source}: invalid config: {error}") from error
 

@@ -21,24 +21,16 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
-from beartype import BeartypeConf, beartype
 from torch import nn
+
+from video_ddpm._typecheck import typechecked
 
 __all__ = ["TextEncoder", "default_text_encoder_path"]
 
 POOLINGS = ("mean", "cls")
-
-# beartype's own violation classes are not TypeErrors; the project promises a TypeError.
-_BEARTYPE = beartype(conf=BeartypeConf(violation_type=TypeError))
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _typecheck(func: _F) -> _F:
-    """Runtime type checks (beartype, raising TypeError) that keep the static signature."""
-    return _BEARTYPE(func)
 
 
 def default_text_encoder_path() -> str:
@@ -123,7 +115,7 @@ class TextEncoder:
     name or folder (they reload lazily) and the cache.
     """
 
-    @_typecheck
+    @typechecked
     def __init__(
         self,
         encoder: str | os.PathLike[str] | nn.Module | Callable[..., Any] = "bert-base-cased",
@@ -317,7 +309,7 @@ class TextEncoder:
 
     # ------------------------------------------------------------------ encoding
 
-    @_typecheck
+    @typechecked
     def __call__(
         self, texts: str | Sequence[str], *, device: torch.device | str | None = None
     ) -> torch.Tensor:
