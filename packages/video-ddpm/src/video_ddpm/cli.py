@@ -42,7 +42,8 @@ DEFAULT_PROMPTS = (
 # The default run: a text-conditional model on 16x16, 8-frame MovingShapes with all-MiniLM-L6-v2
 # captions, sized to train on a 2-core CPU within 10 minutes (README: measured time, accuracy).
 DEFAULTS: dict[str, Any] = {
-    "steps": 1000,
+    "steps": 800,
+    "max_time": 480.0,  # a safeguard on slower machines: stop (and sample) after 8 minutes
     "batch_size": 8,
     "lr": 1e-3,
     "out": "runs/video-ddpm",
