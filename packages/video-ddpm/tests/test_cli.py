@@ -68,3 +68,38 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "dim_mults" in capsys.readouterr().err
     assert main(["convert", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "c"),
                  "--image-size", "8", "--frames", "2"]) == 1  # fmt: skip
+
+
+def test_convert_then_sample_a_reference_checkpoint(tmp_path: Path) -> None:
+    """A file in the reference Trainer's format converts and samples through the CLI."""
+    import torch
+
+    from video_ddpm import GaussianDiffusion, Unet3D, load_pretrained
+
+    net = Unet3D(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8)
+    model = GaussianDiffusion(net, image_size=8, num_frames=2, timesteps=12)
+    state = model.state_dict()
+    checkpoint = tmp_path / "model-3.pt"
+    torch.save({"step": 3, "model": state, "ema": state, "scaler": {"scale": 1.0}}, checkpoint)
+    out = tmp_path / "converted"
+    assert main(["convert", str(checkpoint), "--out", str(out), "--image-size", "8",
+                 "--frames", "2"]) == 0  # fmt: skip
+    assert load_pretrained(out).num_timesteps == 12
+    assert main(["sample", "--checkpoint", str(out), "--out", str(tmp_path / "c.gif"),
+                 "--num-per-row", "2", "--sampler", "ddpm"]) == 0  # fmt: skip
+    assert read_video(tmp_path / "c.gif").shape[1] == 2
+
+
+def test_checkpoints_hold_optimizer_scheduler_and_rng(tmp_path: Path) -> None:
+    """Reference defect 6: its Trainer saved no optimizer state."""
+    run = tmp_path / "run"
+    train([*TINY_RUN, "--out", str(run), "--cond", "class"])
+    (checkpoint,) = (run / "checkpoints").iterdir()
+    names = {p.name for p in checkpoint.iterdir()}
+    assert {
+        "model.safetensors",
+        "ema.safetensors",
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng.pt",
+    } <= names

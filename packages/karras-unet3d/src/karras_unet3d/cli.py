@@ -101,25 +101,9 @@ def build_model(config: dict[str, Any]) -> EDM2Diffusion:
 
 def find_run_config(checkpoint: Path) -> tuple[Path, dict[str, Any]]:
     """The `karras_unet3d.json` of a run folder, a checkpoint folder in it, or an EMA export."""
-    for folder in (checkpoint, checkpoint.parent, checkpoint.parent.parent):
-        file = folder / CONFIG_FILE
-        if file.is_file():
-            return folder, json.loads(file.read_text())
-    raise ValueError(
-        f"--checkpoint: expected a run or checkpoint folder with {CONFIG_FILE} above it, got {checkpoint}"
-    )
+    from mp_layers.training import find_run_config as find
 
-
-def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint folder: `path` itself if it holds weights, else the newest one of the run."""
-    from mp_layers.training import latest_checkpoint
-
-    if (path / "model.safetensors").is_file() or (path / "ema.safetensors").is_file():
-        return path
-    latest = latest_checkpoint(path / "checkpoints")
-    if latest is None:
-        raise ValueError(f"--checkpoint: expected a checkpoint folder or a run folder, got {path}")
-    return latest
+    return find(checkpoint, CONFIG_FILE)
 
 
 @torch.no_grad()
@@ -302,10 +286,10 @@ def _sample_parser() -> argparse.ArgumentParser:
 
 def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """`karras-unet3d sample`: returns a summary dict (also printed)."""
-    from mp_layers.training import load_model_weights
+    from mp_layers.training import load_model_weights, resolve_checkpoint
 
     args = _sample_parser().parse_args(argv)
-    checkpoint = resolve_checkpoint(Path(args.checkpoint))
+    checkpoint = resolve_checkpoint(args.checkpoint)
     _, config = find_run_config(checkpoint)
     if args.frames is not None:
         config["net"]["frames"] = args.frames

@@ -115,7 +115,7 @@ class PreNorm(nn.Module):
         self.norm = LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        if isinstance(self.fn, (AcrossFrames, AcrossPixels)):  # normalise in token layout
+        if isinstance(self.fn, Across):  # normalise in token layout
             out: torch.Tensor = self.fn(x, pre_norm=self.norm, **kwargs)
         else:
             out = self.fn(self.norm(x), **kwargs)
@@ -326,36 +326,25 @@ def _pre_norm(tokens: torch.Tensor, norm: LayerNorm | None) -> torch.Tensor:
     return F.layer_norm(tokens, tokens.shape[-1:], norm.gamma.reshape(-1), None, norm.eps)
 
 
-class AcrossFrames(nn.Module):
-    """Apply a token module over the frames of every pixel: `(b, c, f, h, w)` ↔ `(f, b·h·w, c)`
-    (sequence-first). `pre_norm` (given by `PreNorm`) is applied after the rearrangement."""
+TOKEN_LAYOUTS = {"frames": "f (b h w) c", "pixels": "(h w) (b f) c"}
 
-    def __init__(self, fn: nn.Module) -> None:
+
+class Across(nn.Module):
+    """Apply a token module over the frames of every pixel (`over="frames"`: `(b, c, f, h, w)` ↔
+    `(f, b·h·w, c)`) or over the pixels of every frame (`over="pixels"`: ↔ `(h·w, b·f, c)`),
+    sequence-first. `pre_norm` (given by `PreNorm`) is applied after the rearrangement."""
+
+    def __init__(self, fn: nn.Module, over: str) -> None:
         super().__init__()
         self.fn = fn
+        self.tokens = TOKEN_LAYOUTS[over]
 
     def forward(
         self, x: torch.Tensor, pre_norm: LayerNorm | None = None, **kwargs: torch.Tensor | None
     ) -> torch.Tensor:
         b, h = x.shape[0], x.shape[3]
-        tokens = _pre_norm(rearrange(x, "b c f h w -> f (b h w) c"), pre_norm)
-        return rearrange(self.fn(tokens, **kwargs), "f (b h w) c -> b c f h w", b=b, h=h)
-
-
-class AcrossPixels(nn.Module):
-    """Apply a token module over the pixels of every frame: `(b, c, f, h, w)` ↔ `(h·w, b·f, c)`
-    (sequence-first). `pre_norm` (given by `PreNorm`) is applied after the rearrangement."""
-
-    def __init__(self, fn: nn.Module) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(
-        self, x: torch.Tensor, pre_norm: LayerNorm | None = None, **kwargs: torch.Tensor | None
-    ) -> torch.Tensor:
-        b, h = x.shape[0], x.shape[3]
-        tokens = _pre_norm(rearrange(x, "b c f h w -> (h w) (b f) c"), pre_norm)
-        return rearrange(self.fn(tokens, **kwargs), "(h w) (b f) c -> b c f h w", b=b, h=h)
+        tokens = _pre_norm(rearrange(x, f"b c f h w -> {self.tokens}"), pre_norm)
+        return rearrange(self.fn(tokens, **kwargs), f"{self.tokens} -> b c f h w", b=b, h=h)
 
 
 def downsample(dim: int) -> nn.Conv3d:

@@ -106,31 +106,6 @@ def _make_text_encoder(name: str | None, *, use_cls: bool) -> Any:
     return TextEncoder(name or default_text_encoder_path(), pooling="cls" if use_cls else "mean")
 
 
-def find_config(checkpoint: Path) -> dict[str, Any]:
-    """The `config.json` of a run folder, a checkpoint folder in it, or a converted model."""
-    for folder in (checkpoint, checkpoint.parent, checkpoint.parent.parent):
-        file = folder / CONFIG_FILE
-        if file.is_file():
-            config: dict[str, Any] = json.loads(file.read_text())
-            return config
-    raise ValueError(
-        f"--checkpoint: expected a run, checkpoint or converted folder with {CONFIG_FILE} "
-        f"in or above it, got {checkpoint}"
-    )
-
-
-def resolve_checkpoint(path: Path) -> Path:
-    """A folder holding weights: `path` itself if it does, else the newest checkpoint of a run."""
-    from mp_layers.training import latest_checkpoint
-
-    if (path / "model.safetensors").is_file() or (path / "ema.safetensors").is_file():
-        return path
-    latest = latest_checkpoint(path / "checkpoints")
-    if latest is None:
-        raise ValueError(f"--checkpoint: expected a folder with weights or a run, got {path}")
-    return latest
-
-
 def _rows(config: dict[str, Any], prompts: str | None, per_row: int) -> tuple[Any, list[int]]:
     """The conditioning of the sample sheet and the colour asked for by each sample (-1: none):
     text prompts (default: one per palette colour), every class, or nothing."""
@@ -359,11 +334,11 @@ def _sample_parser() -> argparse.ArgumentParser:
 
 def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """`video-ddpm sample`: returns a summary dict (also printed)."""
-    from mp_layers.training import load_model_weights
+    from mp_layers.training import find_run_config, load_model_weights, resolve_checkpoint
 
     args = _sample_parser().parse_args(argv)
-    checkpoint = resolve_checkpoint(Path(args.checkpoint))
-    config = find_config(checkpoint)
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    _, config = find_run_config(checkpoint, CONFIG_FILE)
     model = model_from_config(config)
     load_model_weights(model, checkpoint, ema=not args.no_ema)
     model.eval()

@@ -19,8 +19,7 @@ from torch import nn
 
 from video_ddpm._typecheck import typechecked
 from video_ddpm.blocks import (
-    AcrossFrames,
-    AcrossPixels,
+    Across,
     Attention,
     PreNorm,
     RelativePositionBias,
@@ -151,7 +150,7 @@ class Unet3D(nn.Module):
 
         def temporal_attn(width: int) -> Residual:
             attention = Attention(width, attn_heads, attn_dim_head, rotary_emb=rotary_emb)
-            return Residual(PreNorm(width, AcrossFrames(attention)))
+            return Residual(PreNorm(width, Across(attention, "frames")))
 
         def linear_attn(width: int) -> nn.Module:
             if not use_sparse_linear_attn:
@@ -198,7 +197,7 @@ class Unet3D(nn.Module):
             )
         mid = dims[-1]
         self.mid_block1 = block(mid, mid)
-        self.mid_spatial_attn = Residual(PreNorm(mid, AcrossPixels(Attention(mid, attn_heads))))
+        self.mid_spatial_attn = Residual(PreNorm(mid, Across(Attention(mid, attn_heads), "pixels")))
         self.mid_temporal_attn = temporal_attn(mid)
         self.mid_block2 = block(mid, mid)
         for index, (width_in, width_out) in enumerate(reversed(in_out)):

@@ -12,7 +12,13 @@
   `parse_train_args` (TOML `--config`), `trainer_config_from_args`, `make_dataset`.
 """
 
-from mp_layers.training.checkpoint import latest_checkpoint, list_checkpoints, load_model_weights
+from mp_layers.training.checkpoint import (
+    find_run_config,
+    latest_checkpoint,
+    list_checkpoints,
+    load_model_weights,
+    resolve_checkpoint,
+)
 from mp_layers.training.cli import (
     add_sample_arguments,
     add_train_arguments,
@@ -35,6 +41,7 @@ __all__ = [
     "TrainerConfig",
     "add_sample_arguments",
     "add_train_arguments",
+    "find_run_config",
     "latest_checkpoint",
     "list_checkpoints",
     "load_model_weights",
@@ -43,6 +50,7 @@ __all__ = [
     "parse_train_args",
     "plot_loss",
     "read_metrics",
+    "resolve_checkpoint",
     "trainer_config_from_args",
     "write_sample_sheet",
 ]

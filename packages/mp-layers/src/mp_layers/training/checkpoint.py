@@ -50,6 +50,38 @@ def latest_checkpoint(root: str | os.PathLike[str]) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint folder meant by `path`: `path` itself when it holds weights
+    (`model.safetensors` or `ema.safetensors`: a checkpoint or an exported model), else the
+    newest complete checkpoint of the run folder `path` (under `path/checkpoints`)."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file() or (path / "ema.safetensors").is_file():
+        return path
+    latest = latest_checkpoint(path / "checkpoints")
+    if latest is None:
+        raise ValueError(
+            "checkpoint: expected a folder with model.safetensors or ema.safetensors, or a run "
+            f"folder with checkpoints/, got {path}"
+        )
+    return latest
+
+
+def find_run_config(path: str | os.PathLike[str], name: str) -> tuple[Path, dict[str, Any]]:
+    """The JSON file `name` of a run, read from `path` or up to two folders above it (a run
+    folder, a checkpoint folder in its `checkpoints/`, or an export beside them). Returns the
+    folder holding it and its contents; `ValueError` when there is none."""
+    path = Path(path)
+    for folder in (path, path.parent, path.parent.parent):
+        file = folder / name
+        if file.is_file():
+            config: dict[str, Any] = json.loads(file.read_text())
+            return folder, config
+    raise ValueError(
+        f"checkpoint: expected a run, checkpoint or model folder with {name} in or above it, "
+        f"got {path}"
+    )
+
+
 def remove_stale_temporaries(root: str | os.PathLike[str]) -> int:
     """Delete temporary folders a crashed writer left under `root`; return how many."""
     root = Path(root)
