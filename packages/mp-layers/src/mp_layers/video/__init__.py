@@ -7,6 +7,8 @@ Datasets: `VideoFolder` (clips on disk, with caption sidecars) and `MovingShapes
 synthetic default), whose items are dicts with the same keys `video`, `label`, `shape`, `text`,
 batched by `collate_videos`. Measure: `palette_color_accuracy` / `predict_palette_color` against
 the `MovingShapes` palette (`PALETTE`, `COLOR_NAMES`, `SHAPE_NAMES`).
+Sample quality (`quality`): `object_rate`, `shape_accuracy` / `predict_shape`, `motion_stats` /
+`real_motion_stats` and `sample_quality_report`, on `object_masks` / `connected_components`.
 """
 
 from mp_layers.video._color import COLOR_NAMES, LUMA_WEIGHTS, PALETTE
@@ -21,6 +23,18 @@ from mp_layers.video.io import (
     write_video,
 )
 from mp_layers.video.metrics import palette_color_accuracy, predict_palette_color
+from mp_layers.video.quality import (
+    SHAPE_MIN_SIDE,
+    component_areas,
+    connected_components,
+    motion_stats,
+    object_masks,
+    object_rate,
+    predict_shape,
+    real_motion_stats,
+    sample_quality_report,
+    shape_accuracy,
+)
 from mp_layers.video.shapes import SHAPE_NAMES, MovingShapes
 
 __all__ = [
@@ -28,16 +42,26 @@ __all__ = [
     "FRAME_SUFFIXES",
     "LUMA_WEIGHTS",
     "PALETTE",
+    "SHAPE_MIN_SIDE",
     "SHAPE_NAMES",
     "VIDEO_SUFFIXES",
     "MovingShapes",
     "VideoFolder",
     "collate_videos",
+    "component_areas",
+    "connected_components",
     "count_frames",
+    "motion_stats",
+    "object_masks",
+    "object_rate",
     "palette_color_accuracy",
     "predict_palette_color",
+    "predict_shape",
     "read_video",
+    "real_motion_stats",
     "resize_center_crop",
+    "sample_quality_report",
+    "shape_accuracy",
     "video_grid",
     "write_video",
 ]
