@@ -25,7 +25,9 @@ def test_train_sample_and_post_hoc_ema(tmp_path: Path, capsys: pytest.CaptureFix
     summary = train([*TINY_RUN, "--out", str(run)])
     assert summary["step"] == 2
     assert 0.0 <= summary["color_accuracy"] <= 1.0
-    assert "class-colour accuracy of 4 samples" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "class-colour accuracy of 4 samples" in printed
+    assert "quality: colour" in printed and "one object" in printed
     for name in (CONFIG_FILE, "loss.png", "samples.gif", "metrics.csv"):
         assert (run / name).is_file(), name
     sheet = read_video(run / "samples.gif")

@@ -26,7 +26,10 @@ def test_text_conditional_train_then_sample(
     summary = train([*TINY_RUN, "--out", str(run), "--text-encoder", str(tiny_bert_dir)])
     assert summary["step"] == 2
     assert 0.0 <= summary["color_accuracy"] <= 1.0
-    assert "colour accuracy of the samples" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "colour accuracy of the samples" in printed
+    assert "quality: colour" in printed and "one object" in printed and "shape n/a" in printed
+    assert 0.0 <= summary["quality"]["object_rate"] <= 1.0
     for name in (CONFIG_FILE, "loss.png", "samples.gif", "metrics.csv"):
         assert (run / name).is_file(), name
     sheet = read_video(run / "samples.gif")

@@ -139,14 +139,19 @@ def sample_per_class(
 def _report_samples(
     videos: torch.Tensor, labels: torch.Tensor, path: Path, *, num_per_class: int, fps: int = 8
 ) -> float | None:
-    """Write the one-row-per-class sheet; return the palette colour accuracy (if labelled)."""
+    """Write the one-row-per-class sheet, print `mp_layers.video.sample_quality_report`'s line
+    (object rate, motion; colour when labelled) and return the palette colour accuracy (if
+    labelled)."""
     from mp_layers.training import write_sample_sheet
-    from mp_layers.video import palette_color_accuracy
+    from mp_layers.video import sample_quality_report
 
     write_sample_sheet(videos, path, fps=fps, nrow=num_per_class)
-    if int(labels.min()) < 0 or videos.shape[1] not in (1, 3):
+    if videos.shape[1] not in (1, 3):
         return None
-    return palette_color_accuracy(videos, labels)
+    labelled = int(labels.min()) >= 0
+    figures, line = sample_quality_report(videos, labels=labels if labelled else None)
+    print(line)
+    return figures["colour"]
 
 
 def train(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -106,24 +106,31 @@ def _make_text_encoder(name: str | None, *, use_cls: bool) -> Any:
     return TextEncoder(name or default_text_encoder_path(), pooling="cls" if use_cls else "mean")
 
 
-def _rows(config: dict[str, Any], prompts: str | None, per_row: int) -> tuple[Any, list[int]]:
-    """The conditioning of the sample sheet and the colour asked for by each sample (-1: none):
-    text prompts (default: one per palette colour), every class, or nothing."""
-    from mp_layers.video import COLOR_NAMES
+def _index_named(text: str, names: Sequence[str]) -> int:
+    """Index of the first of `names` that is a word of `text`, or -1."""
+    words = text.split()
+    return next((i for i, name in enumerate(names) if name in words), -1)
+
+
+def _rows(
+    config: dict[str, Any], prompts: str | None, per_row: int
+) -> tuple[Any, list[int], list[int]]:
+    """The conditioning of the sample sheet, and the colour and shape asked for by each sample
+    (-1: not asked): text prompts (default: one per palette colour), every class, or nothing."""
+    from mp_layers.video import COLOR_NAMES, SHAPE_NAMES
 
     cond = config.get("cond", "none")
     if cond == "text":
         texts = [p.strip() for p in prompts.split("|")] if prompts else list(DEFAULT_PROMPTS)
         texts = [t for t in texts for _ in range(per_row)]
-        colours = [
-            next((i for i, name in enumerate(COLOR_NAMES) if name in t.split()), -1) for t in texts
-        ]
-        return texts, colours
+        colours = [_index_named(t, COLOR_NAMES) for t in texts]
+        return texts, colours, [_index_named(t, SHAPE_NAMES) for t in texts]
     if cond == "class":
         classes = config["unet"]["cond_dim"]
         labels = torch.arange(classes).repeat_interleave(per_row)
-        return torch.nn.functional.one_hot(labels, classes).float(), labels.tolist()
-    return None, [-1] * per_row
+        one_hot = torch.nn.functional.one_hot(labels, classes).float()
+        return one_hot, labels.tolist(), [-1] * len(labels)
+    return None, [-1] * per_row, [-1] * per_row
 
 
 def sample_sheet(
@@ -139,13 +146,15 @@ def sample_sheet(
     frames: int | None = None,
     seed: int = 0,
     fps: int = 8,
-) -> float | None:
+) -> tuple[dict[str, float | None], str] | None:
     """Sample one row per prompt / class, write the sheet to `path` (.gif or .mp4) and return
-    the palette colour accuracy of the samples whose prompt names a colour (None otherwise)."""
+    `mp_layers.video.sample_quality_report` of the samples (colour accuracy when every sample
+    asked for a palette colour, shape accuracy when every one named a shape), or None for clips
+    that are not RGB or grey."""
     from mp_layers.training import write_sample_sheet
-    from mp_layers.video import palette_color_accuracy
+    from mp_layers.video import sample_quality_report
 
-    cond, colours = _rows(config, prompts, per_row)
+    cond, colours, shapes = _rows(config, prompts, per_row)
     device = next(model.parameters()).device
     if isinstance(cond, torch.Tensor):
         cond = cond.to(device)
@@ -160,10 +169,13 @@ def sample_sheet(
         generator=generator,
     ).cpu()
     write_sample_sheet(videos, path, fps=fps, nrow=per_row)
-    named = [i for i, colour in enumerate(colours) if colour >= 0]
-    if not named or videos.shape[1] not in (1, 3):
+    if videos.shape[1] not in (1, 3):
         return None
-    return palette_color_accuracy(videos[named], [colours[i] for i in named])
+    return sample_quality_report(
+        videos,
+        labels=colours if min(colours) >= 0 else None,
+        shapes=shapes if min(shapes) >= 0 else None,
+    )
 
 
 def _loss_fn(cond: str, num_classes: int | None) -> Any:
@@ -283,7 +295,7 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     load_model_weights(sampler, result.checkpoint, ema=True)
     sampler.to(trainer.accelerator.device).eval()
     start = time.perf_counter()
-    accuracy = sample_sheet(
+    report = sample_sheet(
         sampler,
         run_config,
         out / "samples.gif",
@@ -307,10 +319,24 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(
         f"samples: {out / 'samples.gif'} (one row per prompt/class), loss plot: {out / 'loss.png'}"
     )
-    if accuracy is not None:
-        summary["color_accuracy"] = accuracy
-        print(f"colour accuracy of the samples against their prompt's colour: {accuracy:.1%}")
+    _print_report(report, summary)
     return summary
+
+
+def _print_report(
+    report: tuple[dict[str, float | None], str] | None, summary: dict[str, Any]
+) -> None:
+    """Print the quality line (and the colour accuracy) of a sample sheet into `summary`."""
+    if report is None:
+        return
+    figures, line = report
+    summary["quality"] = figures
+    print(line)
+    if figures.get("colour") is not None:
+        summary["color_accuracy"] = figures["colour"]
+        print(
+            f"colour accuracy of the samples against their prompt's colour: {figures['colour']:.1%}"
+        )
 
 
 def _sample_parser() -> argparse.ArgumentParser:
@@ -346,7 +372,7 @@ def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if steps is None and args.sampler == "ddim":
         steps = 50
     out = Path(args.out)
-    accuracy = sample_sheet(
+    report = sample_sheet(
         model,
         config,
         out,
@@ -361,9 +387,7 @@ def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     print(f"wrote {out} from {checkpoint}")
     summary: dict[str, Any] = {"out": str(out), "checkpoint": str(checkpoint)}
-    if accuracy is not None:
-        summary["color_accuracy"] = accuracy
-        print(f"colour accuracy of the samples against their prompt's colour: {accuracy:.1%}")
+    _print_report(report, summary)
     return summary
 
 
