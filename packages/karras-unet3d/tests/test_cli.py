@@ -27,7 +27,8 @@ def test_train_sample_and_post_hoc_ema(tmp_path: Path, capsys: pytest.CaptureFix
     assert 0.0 <= summary["color_accuracy"] <= 1.0
     printed = capsys.readouterr().out
     assert "class-colour accuracy of 4 samples" in printed
-    assert "quality: colour" in printed and "one object" in printed
+    assert "quality: colour" in printed
+    assert "one object" in printed
     for name in (CONFIG_FILE, "loss.png", "samples.gif", "metrics.csv"):
         assert (run / name).is_file(), name
     sheet = read_video(run / "samples.gif")

@@ -28,7 +28,9 @@ def test_text_conditional_train_then_sample(
     assert 0.0 <= summary["color_accuracy"] <= 1.0
     printed = capsys.readouterr().out
     assert "colour accuracy of the samples" in printed
-    assert "quality: colour" in printed and "one object" in printed and "shape n/a" in printed
+    assert "quality: colour" in printed
+    assert "one object" in printed
+    assert "shape n/a" in printed
     assert 0.0 <= summary["quality"]["object_rate"] <= 1.0
     for name in (CONFIG_FILE, "loss.png", "samples.gif", "metrics.csv"):
         assert (run / name).is_file(), name
