@@ -13,8 +13,6 @@ A run folder holds `config.json` (network, diffusion, conditioning), `checkpoint
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -25,7 +23,7 @@ from typing import Any
 import torch
 
 from video_ddpm.diffusion import GaussianDiffusion
-from video_ddpm.pretrained import FORMAT, FORMAT_VERSION, model_from_config
+from video_ddpm.pretrained import FORMAT, FORMAT_VERSION, model_from_config, write_config
 from video_ddpm.unet import Unet3D
 
 CONFIG_FILE = "config.json"
@@ -54,12 +52,6 @@ DEFAULTS: dict[str, Any] = {
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -258,7 +250,7 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "text_encoder": args.text_encoder,
     }
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / CONFIG_FILE, run_config)
+    write_config(out / CONFIG_FILE, run_config)
 
     config = trainer_config_from_args(
         args,

@@ -71,6 +71,11 @@ def _write_json(data: dict[str, Any], tmp: str) -> None:
         file.write("\n")
 
 
+def write_config(path: Path, config: dict[str, Any]) -> None:
+    """Write `config` as JSON to `path` atomically (used by `save_pretrained` and the CLI's runs)."""
+    _atomic_write(path, lambda tmp: _write_json(config, tmp))
+
+
 def _plain_state(module: nn.Module) -> dict[str, Tensor]:
     """The state dict as contiguous CPU tensors that share no memory (safetensors refuses shared
     tensors; the Unet3D shares one rotary embedding, a few floats, between its attentions)."""
@@ -148,7 +153,7 @@ def save_pretrained(model: GaussianDiffusion, folder: PathLike) -> Path:
     _atomic_write(
         folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"})
     )
-    _atomic_write(folder / CONFIG_NAME, lambda tmp: _write_json(config, tmp))
+    write_config(folder / CONFIG_NAME, config)
     return folder
 
 
