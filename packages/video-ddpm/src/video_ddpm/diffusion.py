@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from video_ddpm._typecheck import typechecked
+from mp_layers.typecheck import typechecked
 
 __all__ = [
     "GaussianDiffusion",

@@ -19,16 +19,16 @@ import json
 import os
 import pickle
 import re
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+from torch import Tensor
 
-from video_ddpm._typecheck import typechecked
+from mp_layers.pretrained import atomic_write, load_state_checked, plain_state_dict, write_config
+from mp_layers.typecheck import typechecked
 from video_ddpm.diffusion import GaussianDiffusion, cosine_beta_schedule
 from video_ddpm.unet import Unet3D
 
@@ -39,86 +39,8 @@ CONFIG_NAME = "config.json"
 FORMAT = "video-ddpm"
 FORMAT_VERSION = 1
 REFERENCE_KEYS = ("step", "model", "ema", "scaler")
-_LISTED = 8  # how many mismatched keys an error message names
 
 PathLike = str | os.PathLike[str]
-
-
-# ---------------------------------------------------------------------------------------------
-# atomic writes
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Run `write(temporary_path)` next to `path`, then rename it over `path` (atomic on POSIX)."""
-    # a fresh unique name, created with the usual permissions (mkstemp's would be 0600)
-    tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp")
-    open(tmp, "xb").close()
-    mode = os.stat(tmp).st_mode & 0o777
-    try:
-        write(tmp)
-        os.chmod(tmp, mode)  # safetensors replaces the file with a private (0600) one
-        with open(tmp, "rb+") as file:  # on disk before the rename, not only in the page cache
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(data: dict[str, Any], tmp: str) -> None:
-    with open(tmp, "w", encoding="utf-8") as file:
-        json.dump(data, file, indent=2)
-        file.write("\n")
-
-
-def write_config(path: Path, config: dict[str, Any]) -> None:
-    """Write `config` as JSON to `path` atomically (used by `save_pretrained` and the CLI's runs)."""
-    _atomic_write(path, lambda tmp: _write_json(config, tmp))
-
-
-def _plain_state(module: nn.Module) -> dict[str, Tensor]:
-    """The state dict as contiguous CPU tensors that share no memory (safetensors refuses shared
-    tensors; the Unet3D shares one rotary embedding, a few floats, between its attentions)."""
-    state, seen = {}, set()
-    for name, tensor in module.state_dict().items():
-        tensor = tensor.detach().to("cpu").contiguous()
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
-        if key in seen:
-            tensor = tensor.clone()
-        seen.add(key)
-        state[name] = tensor
-    return state
-
-
-# ---------------------------------------------------------------------------------------------
-# state dict checks
-
-
-def _check_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """ValueError naming missing, unexpected and mis-shaped keys of `state` against `model`."""
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    given = {name: tuple(t.shape) for name, t in state.items()}
-    missing = [name for name in expected if name not in given]
-    unexpected = [name for name in given if name not in expected]
-    shapes = [
-        f"{name}: {given[name]} in the file, {expected[name]} in the model"
-        for name in expected
-        if name in given and given[name] != expected[name]
-    ]
-    problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
-        if items:
-            more = f" (and {len(items) - _LISTED} more)" if len(items) > _LISTED else ""
-            problems.append(f"{label}: {'; '.join(items[:_LISTED])}{more}")
-    if problems:
-        raise ValueError(
-            f"{source}: the weights do not fit the configured model; " + " | ".join(problems)
-        )
-
-
-def _load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    _check_state(model, state, source)
-    model.load_state_dict(dict(state), strict=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,14 +65,14 @@ def save_pretrained(model: GaussianDiffusion, folder: PathLike) -> Path:
         )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = _plain_state(model)
+    state = plain_state_dict(model)
     config = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "unet": net.config,
         "diffusion": model.config,
     }
-    _atomic_write(
+    atomic_write(
         folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"})
     )
     write_config(folder / CONFIG_NAME, config)
@@ -217,7 +139,7 @@ def load_pretrained(
         )
     model = _build(_read_config(folder / CONFIG_NAME), folder / CONFIG_NAME)
     state = load_file(folder / WEIGHTS_NAME, device="cpu")
-    _load_state(model, state, str(folder / WEIGHTS_NAME))
+    load_state_checked(model, state, str(folder / WEIGHTS_NAME))
     return model.to(map_location).eval()
 
 
@@ -398,5 +320,5 @@ def convert_reference_checkpoint(
         raise ValueError(
             f"{path}: cannot build the inferred model {unet_config}: {error}"
         ) from None
-    _load_state(model, state, str(path))
+    load_state_checked(model, state, str(path))
     return save_pretrained(model, out)

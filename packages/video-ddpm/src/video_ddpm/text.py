@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from video_ddpm._typecheck import typechecked
+from mp_layers.typecheck import typechecked
 
 __all__ = ["TextEncoder", "default_text_encoder_path"]
 

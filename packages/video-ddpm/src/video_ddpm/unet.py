@@ -17,7 +17,7 @@ import torch
 from rotary_embedding_torch import RotaryEmbedding
 from torch import nn
 
-from video_ddpm._typecheck import typechecked
+from mp_layers.typecheck import typechecked
 from video_ddpm.blocks import (
     Across,
     Attention,
