@@ -21,11 +21,6 @@ from phenaki.attention import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)
-
-
 def test_layernorm_has_a_gain_and_no_bias() -> None:
     norm = LayerNorm(6)
     assert [name for name, _ in norm.named_parameters()] == ["gamma"]
@@ -140,9 +135,10 @@ def _naive_attention(
     kv = xn if context is None else attn.context_norm(context)
     q = rearrange(attn.to_q(xn), "b n (h d) -> b h n d", h=h)
     k, v = (rearrange(t, "b n (h d) -> b h n d", h=h) for t in attn.to_kv(kv).chunk(2, -1))
-    nk, nv = attn.null_kv[:, 0::2], attn.null_kv[:, 1::2]
-    k = torch.cat((nk.expand(x.shape[0], -1, -1, -1), k), dim=2)
-    v = torch.cat((nv.expand(x.shape[0], -1, -1, -1), v), dim=2)
+    if attn.null_kv is not None:
+        nk, nv = attn.null_kv[:, 0::2], attn.null_kv[:, 1::2]
+        k = torch.cat((nk.expand(x.shape[0], -1, -1, -1), k), dim=2)
+        v = torch.cat((nv.expand(x.shape[0], -1, -1, -1), v), dim=2)
     q = F.normalize(q, dim=-1) * attn.q_scale
     k = F.normalize(k, dim=-1) * attn.k_scale
     sim = torch.einsum("bhid,bhjd->bhij", q, k) * attn.scale
@@ -197,6 +193,11 @@ def test_attention_errors() -> None:
     attn = Attention(8, dim_head=4, heads=2)
     with pytest.raises(ValueError, match=r"key mask of shape \(2, 3\)"):
         attn(torch.randn(2, 3, 8), mask=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="built for self-attention"):
+        attn(torch.randn(2, 3, 8), context=torch.randn(2, 4, 8))
+    assert [
+        name for name, _ in attn.named_parameters() if "null" in name or "context" in name
+    ] == []
     with pytest.raises(ValueError, match="num_null_kv >= 0"):
         Attention(8, num_null_kv=-1)
     with pytest.raises(TypeError):

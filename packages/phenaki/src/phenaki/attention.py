@@ -62,7 +62,7 @@ class GEGLU(nn.Module):
 
 
 @typechecked
-def FeedForward(dim: int, mult: float = 4, dropout: float = 0.0) -> nn.Sequential:  # noqa: N802
+def FeedForward(dim: int, mult: float = 4, dropout: float = 0.0) -> nn.Sequential:
     """LayerNorm -> Linear(dim, 2*inner) -> GEGLU -> Dropout -> Linear(inner, dim), with
     `inner = int(mult * 2/3 * dim)` (the 2/3 keeps the parameter count of a plain 4x MLP)."""
     inner = int(mult * (2 / 3) * dim)
@@ -201,7 +201,7 @@ class ContinuousPositionBias(nn.Module):
             )
         device = torch.device(device) if device is not None else self.net[-1].weight.device
         offsets, index = self._offsets(tuple(dimensions), device)
-        bias = offsets
+        bias = offsets.to(self.net[-1].weight.dtype)
         for layer in self.net:
             bias = layer(bias)
         return rearrange(bias[index], "i j h -> h i j")
@@ -245,13 +245,20 @@ class Attention(nn.Module):
         self.dropout = dropout
         self.num_null_kv = num_null_kv
         inner = dim_head * heads
-        dim_context = dim if dim_context is None else dim_context
+        # Only a cross-attention (dim_context given) owns a context norm, and only null key/values
+        # that exist are parameters: no parameter is left without a gradient (DDP needs that).
+        self.is_cross_attention = dim_context is not None
+        kv_dim = dim if dim_context is None else dim_context
         self.rel_pos_bias = AlibiPositionalBias(heads) if causal else None
         self.norm = LayerNorm(dim)
-        self.context_norm: nn.Module = LayerNorm(dim_context) if norm_context else nn.Identity()
-        self.null_kv = nn.Parameter(torch.randn(heads, 2 * num_null_kv, dim_head))
+        self.context_norm: nn.Module = (
+            LayerNorm(kv_dim) if norm_context and self.is_cross_attention else nn.Identity()
+        )
+        self.null_kv = (
+            nn.Parameter(torch.randn(heads, 2 * num_null_kv, dim_head)) if num_null_kv else None
+        )
         self.to_q = nn.Linear(dim, inner, bias=False)
-        self.to_kv = nn.Linear(dim_context, inner * 2, bias=False)
+        self.to_kv = nn.Linear(kv_dim, inner * 2, bias=False)
         self.q_scale = nn.Parameter(torch.ones(dim_head))
         self.k_scale = nn.Parameter(torch.ones(dim_head))
         self.to_out = nn.Linear(inner, dim, bias=False)
@@ -275,6 +282,11 @@ class Attention(nn.Module):
         attn_bias: Tensor | None = None,
     ) -> Tensor:
         batch, n = x.shape[:2]
+        if context is not None and not self.is_cross_attention:
+            raise ValueError(
+                "Attention: got a context, but this attention was built for self-attention "
+                "(dim_context=None); pass dim_context to build a cross-attention"
+            )
         x = self.norm(x)
         kv_input = x if context is None else self.context_norm(context)
         q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
@@ -282,7 +294,7 @@ class Attention(nn.Module):
             rearrange(t, "b n (h d) -> b h n d", h=self.heads)
             for t in self.to_kv(kv_input).chunk(2, dim=-1)
         )
-        if self.num_null_kv:
+        if self.null_kv is not None:
             null_k, null_v = repeat(self.null_kv, "h (n r) d -> r b h n d", b=batch, r=2)
             k, v = torch.cat((null_k, k), dim=-2), torch.cat((null_v, v), dim=-2)
         # (q/|q| * q_scale) . (k/|k| * k_scale) = (q/|q| * q_scale * k_scale) . k/|k|
@@ -375,7 +387,7 @@ class Transformer(nn.Module):
                         ),
                         Attention(
                             dim,
-                            dim_context=dim_context,
+                            dim_context=dim if dim_context is None else dim_context,
                             dim_head=dim_head,
                             heads=heads,
                             num_null_kv=attn_num_null_kv,
