@@ -60,6 +60,31 @@ def test_two_processes_match_one_process_with_doubled_batch(tmp_path: Path) -> N
     assert _losses(out2) == pytest.approx(_losses(tmp_path / "one"), abs=1e-5)
 
 
+def test_two_processes_with_a_phase_match_one_process_with_doubled_batch(tmp_path: Path) -> None:
+    """A `TrainingPhase` under DDP (gloo): the phase's graph leaves the body unused, which needs
+    `find_unused_parameters=True`; both ranks end equal to one process on the doubled batch."""
+    out2 = tmp_path / "two"
+    done = _torchrun_two_workers(
+        *("--out", str(out2), "--steps", "6", "--batch-size", "4", "--phase")
+    )
+    assert "rank 1 of 2: done at step 6" in done.stdout
+    rank0 = torch.load(out2 / "params-rank0.pt", weights_only=True)
+    rank1 = torch.load(out2 / "params-rank1.pt", weights_only=True)
+
+    trainer, _ = _worker().run(out=tmp_path / "one", steps=6, batch_size=8, phase=True)
+    single = trainer.unwrapped_model.state_dict()
+    initial = _worker().TwoPart().state_dict()
+    for name, value in single.items():
+        assert torch.allclose(rank0[name], rank1[name], atol=1e-5, rtol=0), name
+        assert torch.allclose(rank0[name], value, atol=1e-5, rtol=0), name
+        assert not torch.allclose(value, initial[name], atol=1e-3), f"{name} did not train"
+    assert _losses(out2) == pytest.approx(_losses(tmp_path / "one"), abs=1e-5)
+    head = [float(row["loss_head"]) for row in read_metrics(out2 / "metrics.csv")]
+    head_one = [float(row["loss_head"]) for row in read_metrics(tmp_path / "one" / "metrics.csv")]
+    assert head == pytest.approx(head_one, abs=1e-5)
+    assert (out2 / "checkpoints" / "step-000000006" / "optimizer-head.pt").is_file()
+
+
 def test_two_processes_stop_together_at_the_time_budget(tmp_path: Path) -> None:
     """Each rank measures its own clock; they must agree on the stop step, or the one that goes
     on would wait forever in its next gradient all-reduce."""

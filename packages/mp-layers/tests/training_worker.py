@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mp_layers.training import FitResult, Trainer, TrainerConfig
+from mp_layers.training import FitResult, Trainer, TrainerConfig, TrainingPhase
 
 
 class PairDataset:
@@ -42,6 +42,39 @@ def make_model() -> nn.Module:
     return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
 
 
+class TwoPart(nn.Module):
+    """`make_model`'s MLP as a body and a head, for the `TrainingPhase` runs: the main optimizer
+    trains the body, the phase the head (on the body's detached features, so under DDP the body
+    is unused in the phase's graph)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1234)
+        self.body = nn.Sequential(nn.Linear(4, 16), nn.Tanh())
+        self.head = nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor, detach_body: bool = False) -> torch.Tensor:
+        features = self.body(x)
+        out: torch.Tensor = self.head(features.detach() if detach_body else features)
+        return out
+
+
+def head_loss(model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> Any:
+    """The phase's loss: a per-sample mean (so two processes' average equals the doubled batch),
+    with an output penalty on even steps."""
+    out = model(batch["x"], detach_body=True)
+    loss = (out - batch["y"]).abs().mean()
+    return loss + 0.1 * out.pow(2).mean() if step % 2 == 0 else loss
+
+
+def _body_parameters(model: Any) -> Any:
+    return model.body.parameters()
+
+
+def _head_parameters(model: Any) -> Any:
+    return model.head.parameters()
+
+
 def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor], *, noise: float, sleep: float) -> Any:
     if sleep:
         time.sleep(sleep)
@@ -60,6 +93,7 @@ def run(
     noise: float = 0.0,
     sleep: float = 0.0,
     resume: str | None = None,
+    phase: bool = False,
     **config: Any,
 ) -> tuple[Trainer, FitResult]:
     factory = (
@@ -69,12 +103,25 @@ def run(
     )
     settings: dict[str, Any] = {"ema_beta": None, "progress_bar": False, "cpu": True}
     settings.update(config)
+    phases: dict[str, Any] = {}
+    if phase:  # the body is the main optimizer's, the head a TrainingPhase's
+        phases["parameters"] = _body_parameters
+        phases["phases"] = [
+            TrainingPhase(
+                name="head",
+                parameters=_head_parameters,
+                optimizer_factory=factory,
+                loss_fn=head_loss,
+                max_grad_norm=1.0,
+            )
+        ]
     trainer = Trainer(
-        model=make_model(),
+        model=TwoPart() if phase else make_model(),
         data=PairDataset(),
         optimizer_factory=factory,
         config=TrainerConfig(out_dir=str(out), steps=steps, batch_size=batch_size, **settings),
         loss_fn=functools.partial(loss_fn, noise=noise, sleep=sleep),
+        **phases,
     )
     return trainer, trainer.fit(resume=resume)
 
@@ -90,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--save-every", type=int, default=0)
     parser.add_argument("--resume", default=None)
     parser.add_argument("--max-time", type=float, default=None)
+    parser.add_argument("--phase", action="store_true", help="train the head as a TrainingPhase")
     args = parser.parse_args(argv)
     trainer, _ = run(
         out=args.out,
@@ -101,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         resume=args.resume,
         save_every=args.save_every,
         max_time_s=args.max_time,
+        phase=args.phase,
     )
     # Test output: every rank dumps its parameters so the test can compare them across ranks.
     rank = trainer.accelerator.process_index

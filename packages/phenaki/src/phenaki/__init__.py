@@ -1,10 +1,59 @@
-"""Phenaki: C-ViViT video tokenizer, MaskGit, token critics, text-to-video and multi-scene stories.
+"""Phenaki (Villegas et al. 2022): the C-ViViT video tokenizer and its training losses.
 
-Nothing is implemented yet: this package reserves its name and its place in the workspace. See the
-project's issues for the plan.
+- `CViViT`: causal space-time transformer autoencoder with lookup-free quantisation
+  (`phenaki.cvivit`), `save_pretrained` / `from_pretrained`.
+- The attention stack shared with MaskGit (`phenaki.attention`): `Transformer`, `Attention`,
+  `PEG`, `AlibiPositionalBias`, `ContinuousPositionBias`, `LayerNorm`, `FeedForward`.
+- Losses (`phenaki.losses`), discriminators (`phenaki.discriminator`) and the frozen perceptual
+  loss (`phenaki.perceptual`).
+- Training: `phenaki train-tokenizer` (extra `phenaki[train]`, `phenaki.cli`).
+
+Conventions: videos `(b, c, f, h, w)` and images `(b, c, h, w)` in [0, 1]; tokens `(b, n, d)`.
 """
 
 from importlib.metadata import version as _version
 
+from phenaki.attention import (
+    PEG,
+    AlibiPositionalBias,
+    Attention,
+    ContinuousPositionBias,
+    FeedForward,
+    LayerNorm,
+    Transformer,
+)
+from phenaki.cvivit import CViViT
+from phenaki.discriminator import FrameDiscriminator, VideoDiscriminator
+from phenaki.losses import (
+    adaptive_weight,
+    bce_discr_loss,
+    bce_gen_loss,
+    gradient_penalty,
+    hinge_discr_loss,
+    hinge_gen_loss,
+    pick_frames,
+)
+from phenaki.perceptual import PerceptualLoss
+
 __version__: str = _version("phenaki")
-__all__: list[str] = []
+__all__ = [
+    "PEG",
+    "AlibiPositionalBias",
+    "Attention",
+    "CViViT",
+    "ContinuousPositionBias",
+    "FeedForward",
+    "FrameDiscriminator",
+    "LayerNorm",
+    "PerceptualLoss",
+    "Transformer",
+    "VideoDiscriminator",
+    "__version__",
+    "adaptive_weight",
+    "bce_discr_loss",
+    "bce_gen_loss",
+    "gradient_penalty",
+    "hinge_discr_loss",
+    "hinge_gen_loss",
+    "pick_frames",
+]

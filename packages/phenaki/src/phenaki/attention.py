@@ -15,6 +15,7 @@ first, which scrambles the axes and lets the "causal" temporal stack see future 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -132,6 +133,8 @@ class AlibiPositionalBias(nn.Module):
     last `i` of `j` positions (`i' = i + j - n_queries`). `forward(i, j, device)` -> `(heads, i, j)`.
     """
 
+    slopes: Tensor
+
     @typechecked
     def __init__(self, heads: int) -> None:
         super().__init__()
@@ -199,9 +202,10 @@ class ContinuousPositionBias(nn.Module):
             raise ValueError(
                 f"ContinuousPositionBias: expected {self.num_dims} grid dimensions, got {dimensions}"
             )
-        device = torch.device(device) if device is not None else self.net[-1].weight.device
-        offsets, index = self._offsets(tuple(dimensions), device)
-        bias = offsets.to(self.net[-1].weight.dtype)
+        weight = next(self.parameters())
+        where = torch.device(device) if device is not None else weight.device
+        offsets, index = self._offsets(tuple(dimensions), where)
+        bias = offsets.to(weight.dtype)
         for layer in self.net:
             bias = layer(bias)
         return rearrange(bias[index], "i j h -> h i j")
@@ -378,27 +382,26 @@ class Transformer(nn.Module):
             raise ValueError(f"Transformer: expected depth >= 1, got {depth}")
         self.layers = nn.ModuleList()
         for _ in range(depth):
-            self.layers.append(
-                nn.ModuleList(
-                    [
-                        PEG(dim, causal=peg_causal) if peg else None,
-                        Attention(
-                            dim, dim_head=dim_head, heads=heads, causal=causal, dropout=attn_dropout
-                        ),
-                        Attention(
-                            dim,
-                            dim_context=dim if dim_context is None else dim_context,
-                            dim_head=dim_head,
-                            heads=heads,
-                            num_null_kv=attn_num_null_kv,
-                            dropout=attn_dropout,
-                        )
-                        if has_cross_attn
-                        else None,
-                        FeedForward(dim, mult=ff_mult, dropout=ff_dropout),
-                    ]
-                )
+            layer: list[Any] = (  # [PEG | None, Attention, Attention | None, FeedForward]
+                [
+                    PEG(dim, causal=peg_causal) if peg else None,
+                    Attention(
+                        dim, dim_head=dim_head, heads=heads, causal=causal, dropout=attn_dropout
+                    ),
+                    Attention(
+                        dim,
+                        dim_context=dim if dim_context is None else dim_context,
+                        dim_head=dim_head,
+                        heads=heads,
+                        num_null_kv=attn_num_null_kv,
+                        dropout=attn_dropout,
+                    )
+                    if has_cross_attn
+                    else None,
+                    FeedForward(dim, mult=ff_mult, dropout=ff_dropout),
+                ]
             )
+            self.layers.append(nn.ModuleList(layer))
         self.norm_out = LayerNorm(dim)
 
     def forward(
@@ -410,7 +413,8 @@ class Transformer(nn.Module):
         self_attn_mask: Tensor | None = None,
         cross_attn_context_mask: Tensor | None = None,
     ) -> Tensor:
-        for peg, self_attn, cross_attn, ff in self.layers:
+        layers: Any = self.layers  # of [PEG | None, Attention, Attention | None, FeedForward]
+        for peg, self_attn, cross_attn, ff in layers:
             if peg is not None:
                 x = peg(x, video_shape) + x
             x = self_attn(x, mask=self_attn_mask, attn_bias=attn_bias) + x

@@ -23,7 +23,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -206,7 +206,7 @@ class CViViT(nn.Module):
             p2=pw,
             pt=temporal_patch_size,
         )
-        shared = {
+        shared: dict[str, Any] = {
             "dim": dim,
             "dim_head": dim_head,
             "heads": heads,
@@ -384,10 +384,11 @@ class CViViT(nn.Module):
     def decode_from_codebook_indices(self, indices: Tensor) -> Tensor:
         """Codebook indices `(b, t', h', w')` or `(b, t' h' w')` -> video `(b, c, F, H, W)`."""
         flat = indices.reshape(indices.shape[0], -1)
+        vq: Any = self.vq
         if self.lookup_free_quantization:
-            codes = self.vq.indices_to_codes(flat)
+            codes = vq.indices_to_codes(flat)
         else:
-            codes = self.vq.get_output_from_indices(flat)
+            codes = vq.get_output_from_indices(flat)
         return self.decode(codes)
 
     # ------------------------------------------------------------------ forward
@@ -506,7 +507,9 @@ class CViViT(nn.Module):
         gen_loss = self.gen_loss(self.discr(fake))
         if not (torch.is_grad_enabled() and gen_loss.requires_grad):
             return nll + aux_loss
-        heads = [self.to_pixels[0].weight, self.to_pixels_first_frame[0].weight]
+        heads = [
+            cast(Tensor, head[0].weight) for head in (self.to_pixels, self.to_pixels_first_frame)
+        ]
         weight = adaptive_weight(nll, gen_loss, heads)
         return nll + aux_loss + weight * gen_loss
 

@@ -1,10 +1,15 @@
 """mp_layers.training (extra `mp-layers[train]`): one Accelerate-based training loop for all models.
 
 - `Trainer(model=, data=, optimizer_factory=, config=TrainerConfig(...), loss_fn=, lr_lambda=,
-  scheduler_factory=, sample_fn=)` and `Trainer.fit(resume=None | 'latest' | path) -> FitResult`:
-  gradient accumulation, clipping, mixed precision ('no', 'bf16', 'fp16'), EMA and post-hoc EMA
-  (ema-pytorch), GIF sample sheets, `metrics.csv` + `loss.png`, a tqdm bar on the main process.
-  The same script runs on CPU, one GPU, or many through `accelerate launch` / `torchrun`.
+  scheduler_factory=, sample_fn=, parameters=, phases=)` and
+  `Trainer.fit(resume=None | 'latest' | path) -> FitResult`: gradient accumulation, clipping,
+  mixed precision ('no', 'bf16', 'fp16'), EMA and post-hoc EMA (ema-pytorch), GIF sample sheets,
+  `metrics.csv` + `loss.png`, a tqdm bar on the main process. The same script runs on CPU, one
+  GPU, or many through `accelerate launch` / `torchrun`.
+- `TrainingPhase(name=, parameters=, optimizer_factory=, loss_fn=, max_grad_norm=, every=)`: an
+  extra optimizer stepped after the main one in each step on the same micro-batches (GAN training:
+  `parameters=` picks the generator for the main optimizer, a phase trains the discriminator);
+  its optimizer state is checkpointed as `optimizer-{name}.pt`, its loss logged as `loss_{name}`.
 - Checkpoints (`checkpoints/step-XXXXXXXXX/`): safetensors weights, optimizer / scheduler / scaler /
   RNG state loaded with `weights_only=True`, `state.json`; written atomically, last K kept, and a
   resumed run continues exactly as an uninterrupted one (deterministic `ResumableBatchSampler`).
@@ -31,7 +36,7 @@ from mp_layers.training.config import TrainerConfig
 from mp_layers.training.metrics import plot_loss, read_metrics
 from mp_layers.training.sampler import ResumableBatchSampler
 from mp_layers.training.samples import write_sample_sheet
-from mp_layers.training.trainer import FitResult, NonFiniteLossError, Trainer
+from mp_layers.training.trainer import FitResult, NonFiniteLossError, Trainer, TrainingPhase
 
 __all__ = [
     "FitResult",
@@ -39,6 +44,7 @@ __all__ = [
     "ResumableBatchSampler",
     "Trainer",
     "TrainerConfig",
+    "TrainingPhase",
     "add_sample_arguments",
     "add_train_arguments",
     "find_run_config",

@@ -1,11 +1,13 @@
-"""`Trainer`: one training loop on HF Accelerate, from a laptop CPU to many GPUs."""
+"""`Trainer`: one training loop on HF Accelerate, from a laptop CPU to many GPUs; `TrainingPhase`:
+an extra optimizer stepped after the main one in every step (a GAN discriminator)."""
 
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from accelerate import Accelerator
 from accelerate.utils import (
+    DistributedDataParallelKwargs,
     DistributedType,
     GradientAccumulationPlugin,
     gather_object,
@@ -33,13 +36,17 @@ from mp_layers.training.sampler import ResumableBatchSampler
 from mp_layers.training.samples import write_sample_sheet
 
 if TYPE_CHECKING:
+    from accelerate.optimizer import AcceleratedOptimizer
     from ema_pytorch import EMA, PostHocEMA
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
+PhaseLossFn = Callable[[nn.Module, Any, int], torch.Tensor]
+ParameterSelector = Callable[[nn.Module], Iterable[nn.Parameter]]
 SampleFn = Callable[[nn.Module], torch.Tensor]
 OptimizerFactory = Callable[[Any], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
 _FORMAT_VERSION = 1
+_PHASE_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 class MapDataset(Protocol):
@@ -54,11 +61,69 @@ class NonFiniteLossError(RuntimeError):
     """Raised when `max_nonfinite_steps` consecutive steps had a non-finite loss or gradient."""
 
 
+@dataclass(frozen=True)
+class TrainingPhase:
+    """An extra optimizer stepped after the main one in each training step (e.g. a GAN
+    discriminator).
+
+    Fields:
+        name: `[a-z][a-z0-9_]*`, unique among a Trainer's phases; names the checkpoint file
+            `optimizer-{name}.pt` and the metrics column `loss_{name}`.
+        parameters: `bare_model -> parameters` this phase's optimizer updates, called once on the
+            unwrapped model when the `Trainer` is built; no parameter may also belong to the main
+            optimizer or to another phase.
+        optimizer_factory: `params -> Optimizer`, e.g. `partial(torch.optim.Adam, lr=1e-4)`.
+        loss_fn: `loss_fn(model, batch, step) -> scalar tensor`, called on the same micro-batches
+            as the main loss; `model` is the Accelerate/DDP-wrapped model (call `model(...)`),
+            `step` the 0-based index of the training step (`Trainer.step` before it counts this
+            one), e.g. for a gradient penalty every N steps.
+        max_grad_norm: clip the gradient norm of this phase's parameters; `None` disables.
+        every: the phase runs on the steps where `step % every == 0`.
+    """
+
+    name: str
+    parameters: ParameterSelector
+    optimizer_factory: OptimizerFactory
+    loss_fn: PhaseLossFn
+    max_grad_norm: float | None = None
+    every: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise TypeError(f"TrainingPhase.name: expected a str, got {type(self.name).__name__}")
+        if not _PHASE_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"TrainingPhase.name: expected a name matching [a-z][a-z0-9_]*, got {self.name!r}"
+            )
+        for field_name in ("parameters", "optimizer_factory", "loss_fn"):
+            value = getattr(self, field_name)
+            if not callable(value):
+                raise TypeError(
+                    f"TrainingPhase {self.name!r}: {field_name}: expected a callable, "
+                    f"got {type(value).__name__}"
+                )
+        every = self.every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(
+                f"TrainingPhase {self.name!r}: every: expected an int >= 1, got {every!r}"
+            )
+        norm = self.max_grad_norm
+        if norm is not None and (
+            isinstance(norm, bool) or not isinstance(norm, (int, float)) or not norm > 0
+        ):
+            raise ValueError(
+                f"TrainingPhase {self.name!r}: max_grad_norm: expected None or a float > 0, "
+                f"got {norm!r}"
+            )
+
+
 @dataclass
 class FitResult:
-    """What `Trainer.fit` did: final step, per-step losses of this call (NaN for skipped steps),
-    total skipped steps of the run, the checkpoint it resumed from, the last one written, and
-    whether it stopped early at `config.max_time_s`."""
+    """What `Trainer.fit` did: final step, per-step losses of this call (NaN where the main
+    optimizer skipped a non-finite step), each `TrainingPhase`'s per-step losses by name (NaN
+    where the phase did not run or was non-finite), total skipped steps of the run, the
+    checkpoint it resumed from, the last one written, and whether it stopped early at
+    `config.max_time_s`."""
 
     step: int
     losses: list[float] = field(default_factory=list)
@@ -66,6 +131,88 @@ class FitResult:
     resumed_from: Path | None = None
     checkpoint: Path | None = None
     time_limit_reached: bool = False
+    phase_losses: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class _StepOutcome:
+    """One training step: the main loss, its pre-clip gradient norm and whether the main optimizer
+    stepped, and `(loss, stepped)` of each phase that ran."""
+
+    loss: float
+    grad_norm: float | None
+    main_finite: bool
+    phases: dict[str, tuple[float, bool]]
+
+    @property
+    def finite(self) -> bool:
+        return self.main_finite and all(ok for _, ok in self.phases.values())
+
+
+def _select_parameters(
+    model: nn.Module,
+    main: ParameterSelector | None,
+    phases: Sequence[TrainingPhase],
+) -> tuple[list[nn.Parameter], list[list[nn.Parameter]]]:
+    """The main optimizer's and each phase's parameters of `model`, in their selectors' order;
+    each selection non-empty and made of `model`'s parameters, no parameter selected twice (by
+    identity)."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    owners: dict[int, str] = {}
+
+    def select(selector: ParameterSelector, owner: str) -> list[nn.Parameter]:
+        chosen = selector(model)
+        if isinstance(chosen, torch.Tensor) or not isinstance(chosen, Iterable):
+            raise TypeError(
+                f"{owner}: parameters: expected an iterable of the model's parameters, "
+                f"got {type(chosen).__name__}"
+            )
+        params = list(chosen)
+        if not params:
+            raise ValueError(f"{owner}: parameters: expected at least one parameter, got none")
+        for param in params:
+            if not isinstance(param, torch.Tensor):
+                raise TypeError(
+                    f"{owner}: parameters: expected parameters of the model, "
+                    f"got a {type(param).__name__}"
+                )
+            if id(param) not in names:
+                raise ValueError(
+                    f"{owner}: parameters: expected parameters of the model, got a tensor of "
+                    f"shape {tuple(param.shape)} that is not in model.parameters()"
+                )
+            if id(param) in owners:
+                other = owners[id(param)]
+                where = f"twice by {owner}" if other == owner else f"by both {other} and {owner}"
+                hint = (
+                    "; the main optimizer takes every parameter unless Trainer(parameters=...) "
+                    "selects its own"
+                    if main is None and other == "the main optimizer"
+                    else ""
+                )
+                raise ValueError(
+                    f"{owner}: parameters: expected no parameter shared between optimizers, got "
+                    f"{names[id(param)]!r} selected {where}{hint}"
+                )
+            owners[id(param)] = owner
+        return params
+
+    main_params = select(main or (lambda m: m.parameters()), "the main optimizer")
+    phase_params = [select(p.parameters, f"TrainingPhase {p.name!r}") for p in phases]
+    return main_params, phase_params
+
+
+def _as_scalar(loss: Any, what: str) -> torch.Tensor:
+    """`loss` as a 0-d tensor; `ValueError` unless it is a one-element tensor."""
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        got = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f"{what}: expected a scalar tensor, got {got}")
+    return loss.reshape(())
+
+
+def _optimizer_params(optimizer: Any) -> list[torch.Tensor]:
+    """The parameters `optimizer` updates, in its order."""
+    return [param for group in optimizer.param_groups for param in group["params"]]
 
 
 class Trainer:
@@ -88,9 +235,25 @@ class Trainer:
             under `torch.no_grad()`; written to `out_dir/samples/step-XXXXXXXXX.gif`.
         collate_fn: batch collation for a `Dataset` (default `torch.utils.data.default_collate`,
             which stacks tensors and keeps strings as lists).
+        parameters: `bare_model -> parameters` the main optimizer updates (default: all of
+            `model.parameters()`); needed with `phases`, whose parameters it must not include.
+        phases: `TrainingPhase`s, extra optimizers stepped in order after the main one in each
+            step (GAN training: the generator is the main phase, the discriminator a phase).
+
+    One step: the main loss is accumulated over `grad_accum_steps` micro-batches, clipped to
+    `config.max_grad_norm` and stepped (then the scheduler). Then all of the model's gradients are
+    cleared (the main loss usually back-propagates into the phases' parameters too), and each phase
+    whose `every` divides the step accumulates its own loss over the same micro-batches, clips its
+    parameters to its `max_grad_norm`, steps its optimizer and clears the gradients again. Every
+    optimizer skips its update when its loss or clipped gradient norm is non-finite; the step
+    counts as skipped (metrics, `FitResult.skipped_steps`, `max_nonfinite_steps`, no EMA update)
+    when any optimizer that ran in it skipped. With phases, DDP runs with
+    `find_unused_parameters=True` and `mixed_precision='fp16'` is refused (one loss scaler across
+    several optimizers is not supported).
 
     Batches are moved to the device with `accelerate.utils.send_to_device`. The run writes only on
-    the main process: `checkpoints/`, `samples/`, `metrics.csv`, `loss.png`, `post_hoc_ema/`.
+    the main process: `checkpoints/` (a phase's optimizer state in `optimizer-{name}.pt`),
+    `samples/`, `metrics.csv` (a `loss_{name}` column per phase), `loss.png`, `post_hoc_ema/`.
     """
 
     def __init__(
@@ -105,6 +268,8 @@ class Trainer:
         scheduler_factory: SchedulerFactory | None = None,
         sample_fn: SampleFn | None = None,
         collate_fn: Callable[[list[Any]], Any] | None = None,
+        parameters: ParameterSelector | None = None,
+        phases: Sequence[TrainingPhase] = (),
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -123,6 +288,7 @@ class Trainer:
             ("scheduler_factory", scheduler_factory),
             ("sample_fn", sample_fn),
             ("collate_fn", collate_fn),
+            ("parameters", parameters),
         ):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
@@ -133,6 +299,26 @@ class Trainer:
             raise TypeError(f"config: expected a TrainerConfig, got {type(config).__name__}")
         if config.sample_every and sample_fn is None:
             raise ValueError(f"sample_every={config.sample_every} needs a sample_fn, got None")
+        if isinstance(phases, (TrainingPhase, str)) or not isinstance(phases, Sequence):
+            raise TypeError(
+                f"phases: expected a sequence of TrainingPhase, got {type(phases).__name__}"
+            )
+        phases = tuple(phases)
+        for index, phase in enumerate(phases):
+            if not isinstance(phase, TrainingPhase):
+                raise TypeError(
+                    f"phases[{index}]: expected a TrainingPhase, got {type(phase).__name__}"
+                )
+        phase_names = [phase.name for phase in phases]
+        if len(set(phase_names)) != len(phase_names):
+            raise ValueError(f"phases: expected unique names, got {phase_names}")
+        if phases and config.mixed_precision == "fp16":
+            raise ValueError(
+                "mixed_precision: expected 'bf16' or 'no' with phases (one GradScaler across "
+                "several optimizers is not supported; use bf16 or no), got 'fp16'"
+            )
+        # Checked on the bare model before Accelerate exists, so a bad selection changes no state.
+        main_params, phase_params = _select_parameters(model, parameters, phases)
 
         self.config = config
         self.out_dir = Path(config.out_dir)
@@ -140,11 +326,16 @@ class Trainer:
         self.sample_fn = sample_fn
         self.collate_fn = collate_fn or default_collate
         self.data = data
+        self.phases: tuple[TrainingPhase, ...] = phases
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
             cpu=config.cpu,
             gradient_accumulation_plugin=GradientAccumulationPlugin(
                 num_steps=config.grad_accum_steps, sync_with_dataloader=False
+            ),
+            # Each phase's loss (and often the main one) reaches only part of the model.
+            kwargs_handlers=(
+                [DistributedDataParallelKwargs(find_unused_parameters=True)] if phases else None
             ),
         )
         accelerator = self.accelerator
@@ -166,13 +357,33 @@ class Trainer:
         self.post_hoc_ema: PostHocEMA | None = None
         if accelerator.is_main_process:
             self._make_ema(model)
-        optimizer = optimizer_factory(model.parameters())
+        optimizer = optimizer_factory(main_params)
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
                 f"optimizer_factory: expected it to return a torch Optimizer, "
                 f"got {type(optimizer).__name__}"
             )
-        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        phase_optimizers = []
+        for phase, params in zip(phases, phase_params, strict=True):
+            phase_optimizer = phase.optimizer_factory(params)
+            if not isinstance(phase_optimizer, Optimizer):
+                raise TypeError(
+                    f"TrainingPhase {phase.name!r}: optimizer_factory: expected it to return a "
+                    f"torch Optimizer, got {type(phase_optimizer).__name__}"
+                )
+            phase_optimizers.append(phase_optimizer)
+        self.model, self.optimizer, *prepared = accelerator.prepare(
+            model, optimizer, *phase_optimizers
+        )
+        # Each phase's prepared (Accelerate-wrapped) optimizer by name.
+        self.phase_optimizers: dict[str, AcceleratedOptimizer] = dict(
+            zip(phase_names, prepared, strict=True)
+        )
+        # What each optimizer updates (and clips): its own parameter list.
+        self._main_params = _optimizer_params(self.optimizer)
+        self._phase_params = {
+            name: _optimizer_params(opt) for name, opt in self.phase_optimizers.items()
+        }
         for ema in (self.ema, self.post_hoc_ema):
             if ema is not None:
                 ema.to(accelerator.device)
@@ -189,7 +400,9 @@ class Trainer:
         self.skipped_steps = 0
         self.consecutive_nonfinite = 0
         self.checkpoint_dir = self.out_dir / "checkpoints"
-        self.metrics = MetricsLog(self.out_dir / "metrics.csv")
+        self.metrics = MetricsLog(
+            self.out_dir / "metrics.csv", extra_fields=[f"loss_{name}" for name in phase_names]
+        )
 
     def _make_ema(self, model: nn.Module) -> None:
         config = self.config
@@ -255,39 +468,74 @@ class Trainer:
 
     def _compute_loss(self, batch: Any) -> torch.Tensor:
         loss = self.model(batch) if self.loss_fn is None else self.loss_fn(self.model, batch)
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            got = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-            raise ValueError(f"loss: expected a scalar tensor, got {got}")
-        return loss.reshape(())
+        return _as_scalar(loss, "loss")
 
-    def _train_step(self, batches: Iterator[Any]) -> tuple[float, float | None, bool]:
+    def _train_step(self, batches: Iterator[Any]) -> _StepOutcome:
         """Accumulate `grad_accum_steps` micro-batches, then step unless the loss (mean over
-        micro-batches and processes) or the clipped gradient norm is non-finite."""
+        micro-batches and processes) or the clipped gradient norm is non-finite; then the same for
+        each phase due at this step, on the same micro-batches."""
         accelerator, config = self.accelerator, self.config
+        kept: list[Any] = []  # this step's micro-batches, for the phases
         total = torch.zeros((), device=accelerator.device)
         for _ in range(config.grad_accum_steps):
             batch = send_to_device(next(batches), accelerator.device, non_blocking=True)
             self.batches_consumed += 1
+            if self.phases:
+                kept.append(batch)
             with accelerator.accumulate(self.model):
                 loss = self._compute_loss(batch)
                 accelerator.backward(loss)
             total += loss.detach().float()
+        loss_value, grad_norm, finite = self._reduce_clip_step(
+            self.optimizer, total, self._main_params, config.max_grad_norm
+        )
+        if finite and self.scheduler is not None and not accelerator.optimizer_step_was_skipped:
+            self.scheduler.step()
+        # All of the model: the main loss usually reaches the phases' parameters as well.
+        self.model.zero_grad(set_to_none=True)
+        outcome = _StepOutcome(loss_value, grad_norm, finite, {})
+        for phase in self.phases:
+            if self.step % phase.every:
+                continue
+            total = torch.zeros((), device=accelerator.device)
+            for batch in kept:
+                with accelerator.accumulate(self.model):
+                    loss = _as_scalar(
+                        phase.loss_fn(self.model, batch, self.step),
+                        f"TrainingPhase {phase.name!r} loss",
+                    )
+                    accelerator.backward(loss)
+                total += loss.detach().float()
+            phase_loss, _, phase_finite = self._reduce_clip_step(
+                self.phase_optimizers[phase.name],
+                total,
+                self._phase_params[phase.name],
+                phase.max_grad_norm,
+            )
+            self.model.zero_grad(set_to_none=True)
+            outcome.phases[phase.name] = (phase_loss, phase_finite)
+        return outcome
+
+    def _reduce_clip_step(
+        self,
+        optimizer: AcceleratedOptimizer,
+        total: torch.Tensor,
+        params: list[torch.Tensor],
+        max_grad_norm: float | None,
+    ) -> tuple[float, float | None, bool]:
+        """Mean loss over micro-batches and processes, pre-clip gradient norm of `params` (when
+        clipping), and whether `optimizer` stepped (both finite)."""
+        accelerator, config = self.accelerator, self.config
         mean_loss = accelerator.reduce(total / config.grad_accum_steps, reduction="mean")
         loss_value = float(mean_loss.item())
         grad_norm: float | None = None
         finite = math.isfinite(loss_value)
-        if finite and config.max_grad_norm is not None:
-            grad_norm = float(
-                accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
-            )
+        if finite and max_grad_norm is not None:
+            grad_norm = float(accelerator.clip_grad_norm_(params, max_grad_norm))
             # Under fp16 an infinite norm is the loss scaler's business (it skips and rescales).
             finite = math.isfinite(grad_norm) or config.mixed_precision == "fp16"
-        optimizer = self.optimizer.optimizer if self._direct_step else self.optimizer
         if finite:
-            optimizer.step()
-            if self.scheduler is not None and not accelerator.optimizer_step_was_skipped:
-                self.scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+            (optimizer.optimizer if self._direct_step else optimizer).step()
         return loss_value, grad_norm, finite
 
     # ------------------------------------------------------------------ checkpoints
@@ -301,6 +549,7 @@ class Trainer:
             "consecutive_nonfinite": self.consecutive_nonfinite,
             "world_size": self.accelerator.num_processes,
             "config": self.config.to_dict(),
+            "phases": [phase.name for phase in self.phases],
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -320,6 +569,8 @@ class Trainer:
                 if self.post_hoc_ema is not None:
                     save_model(self.post_hoc_ema, str(folder / "post_hoc_ema.safetensors"))
                 torch.save(self.optimizer.optimizer.state_dict(), folder / "optimizer.pt")
+                for name, optimizer in self.phase_optimizers.items():
+                    torch.save(optimizer.optimizer.state_dict(), folder / f"optimizer-{name}.pt")
                 if self.scheduler is not None:
                     torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
                 if accelerator.scaler is not None:
@@ -337,10 +588,25 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore model, EMA, optimizer, scheduler, scaler, RNG and data position from `path`."""
+        """Restore model, EMA, optimizers (the main one and each phase's), scheduler, scaler, RNG
+        and data position from `path`."""
         accelerator = self.accelerator
         path = Path(path)
         state = ckpt.read_state(path)
+        for name in self.phase_optimizers:
+            file = path / f"optimizer-{name}.pt"
+            if not file.is_file():
+                raise ValueError(
+                    f"checkpoint {path}: expected {file} (the optimizer state of TrainingPhase "
+                    f"{name!r}), got no such file; was the checkpoint written without this phase?"
+                )
+        saved_phases = list(state.get("phases", []))
+        unknown = [name for name in saved_phases if name not in self.phase_optimizers]
+        if unknown:
+            raise ValueError(
+                f"checkpoint {path}: written with phases {saved_phases}; expected this Trainer to "
+                f"have them too, got phases {list(self.phase_optimizers)}"
+            )
         load_model(self.unwrapped_model, str(path / "model.safetensors"))
         for module, name in ((self.ema, "ema"), (self.post_hoc_ema, "post_hoc_ema")):
             file = path / f"{name}.safetensors"
@@ -349,6 +615,8 @@ class Trainer:
                     raise ValueError(f"checkpoint {path}: {name} is enabled but {file} is missing")
                 load_model(module, str(file), device=str(accelerator.device))
         self.optimizer.optimizer.load_state_dict(ckpt.load_tensors(path / "optimizer.pt"))
+        for name, optimizer in self.phase_optimizers.items():
+            optimizer.optimizer.load_state_dict(ckpt.load_tensors(path / f"optimizer-{name}.pt"))
         if self.scheduler is not None:
             self.scheduler.load_state_dict(ckpt.load_tensors(path / "scheduler.pt"))
         if accelerator.scaler is not None and (path / "scaler.pt").is_file():
@@ -408,14 +676,21 @@ class Trainer:
         or fresh if none) or a folder.
 
         Raises `NonFiniteLossError` after `max_nonfinite_steps` consecutive non-finite steps; the
-        last checkpoint on disk is then the last good one (skipped steps never change weights).
+        last checkpoint on disk is then the last good one (a non-finite loss or gradient never
+        reaches the weights; with phases, the optimizers that stayed finite in a skipped step did
+        step).
         """
         accelerator, config = self.accelerator, self.config
         if accelerator.is_main_process:
             ckpt.remove_stale_temporaries(self.checkpoint_dir)
         accelerator.wait_for_everyone()
         start = self._resolve_resume(resume)
-        result = FitResult(step=self.step, resumed_from=start, checkpoint=start)
+        result = FitResult(
+            step=self.step,
+            resumed_from=start,
+            checkpoint=start,
+            phase_losses={phase.name: [] for phase in self.phases},
+        )
         if start is not None:
             self.load_checkpoint(start)
         if accelerator.is_main_process:
@@ -438,10 +713,13 @@ class Trainer:
         try:
             while self.step < config.steps:
                 lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step uses
-                loss, grad_norm, finite = self._train_step(batches)
+                outcome = self._train_step(batches)
                 self.step += 1
-                result.losses.append(loss if finite else math.nan)
-                self._after_step(loss, lr, grad_norm, finite, time.perf_counter() - t0, bar)
+                result.losses.append(outcome.loss if outcome.main_finite else math.nan)
+                for name, losses in result.phase_losses.items():
+                    phase_loss, phase_finite = outcome.phases.get(name, (math.nan, False))
+                    losses.append(phase_loss if phase_finite else math.nan)
+                self._after_step(outcome, lr, time.perf_counter() - t0, bar)
                 if config.sample_every and self.step % config.sample_every == 0:
                     self.sample()
                 if config.save_every and self.step % config.save_every == 0:
@@ -469,16 +747,9 @@ class Trainer:
             late = self.accelerator.reduce(late, reduction="sum")
         return bool(late.item() > 0)
 
-    def _after_step(
-        self,
-        loss: float,
-        lr: float,
-        grad_norm: float | None,
-        finite: bool,
-        elapsed: float,
-        bar: tqdm[Any],
-    ) -> None:
+    def _after_step(self, outcome: _StepOutcome, lr: float, elapsed: float, bar: tqdm[Any]) -> None:
         config = self.config
+        loss, grad_norm, finite = outcome.loss, outcome.grad_norm, outcome.finite
         if finite:
             self.consecutive_nonfinite = 0
             for ema in (self.ema, self.post_hoc_ema):
@@ -488,6 +759,10 @@ class Trainer:
             self.skipped_steps += 1
             self.consecutive_nonfinite += 1
         if self.accelerator.is_main_process:
+            phase_columns = {  # empty where the phase did not run
+                f"loss_{name}": repr(outcome.phases[name][0]) if name in outcome.phases else ""
+                for name in self.phase_optimizers
+            }
             self.metrics.append(
                 {
                     "step": self.step,
@@ -496,17 +771,26 @@ class Trainer:
                     "grad_norm": "" if grad_norm is None else repr(grad_norm),
                     "skipped": int(not finite),
                     "time_s": f"{elapsed:.4f}",
+                    **phase_columns,
                 }
             )
             if self.step % config.log_every == 0:
                 self.metrics.flush()
-                bar.set_postfix(loss=f"{loss:.4g}", skipped=self.skipped_steps, refresh=False)
+                shown = {
+                    f"loss_{name}": f"{value:.4g}" for name, (value, _) in outcome.phases.items()
+                }
+                bar.set_postfix(
+                    loss=f"{loss:.4g}", **shown, skipped=self.skipped_steps, refresh=False
+                )
             bar.update(1)
         if self.consecutive_nonfinite >= config.max_nonfinite_steps:
+            phase_text = "".join(
+                f", loss_{name} {value}" for name, (value, _) in outcome.phases.items()
+            )
             raise NonFiniteLossError(
                 f"stopped at step {self.step}: {self.consecutive_nonfinite} consecutive steps with "
                 f"a non-finite loss or gradient norm (max_nonfinite_steps="
-                f"{config.max_nonfinite_steps}); last loss {loss}. The newest checkpoint in "
-                f"{self.checkpoint_dir} is the last good state; lower the learning rate, enable "
-                "max_grad_norm or use bf16 instead of fp16."
+                f"{config.max_nonfinite_steps}); last loss {loss}{phase_text}. The newest "
+                f"checkpoint in {self.checkpoint_dir} is the last good state; lower the learning "
+                "rate, enable max_grad_norm or use bf16 instead of fp16."
             )
