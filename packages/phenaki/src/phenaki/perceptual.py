@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import torch
@@ -112,6 +112,11 @@ class PerceptualLoss:
         self._placement: tuple[torch.device, torch.dtype] | None = None
         if network is not None:
             self._network = self._freeze(network)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PerceptualLoss:
+        """The same object: the network is frozen and shared, so copies of a model holding it
+        (EMA copies, `copy_for_eval`) never duplicate VGG16's 500 MB."""
+        return self
 
     @staticmethod
     def _freeze(network: nn.Module) -> nn.Module:

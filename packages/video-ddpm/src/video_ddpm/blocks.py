@@ -18,8 +18,7 @@ from einops import rearrange
 from rotary_embedding_torch import RotaryEmbedding
 from torch import nn
 
-SHORT_SEQUENCE = 32
-"""Sequences up to this length attend by batched matrix products (see `_attend`), longer by SDPA."""
+from mp_layers.attention import attend
 
 
 class SinusoidalPosEmb(nn.Module):
@@ -296,27 +295,9 @@ class Attention(nn.Module):
 def _attend(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
-    """`softmax(q kᵀ / sqrt(d) + bias) v` for `(B, g, n, d)` inputs and a `(1 | B, g, n, n)` bias.
-
-    Long sequences go through SDPA. Short ones (the frames of temporal attention) are thousands of
-    tiny problems, where SDPA's fused CPU kernel is 2-5x slower than one batched product into the
-    bias, a softmax and a second product (measured on 2 cores, 8 frames x 2048 sequences x 8
-    heads of 32: 47 ms forward and 82 ms backward fused, against 12 ms forward, about 60 ms
-    forward + backward in total, this way).
-    """
-    batch, g, n, d = q.shape
-    if n > SHORT_SEQUENCE:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    flat = q.reshape(batch * g, n, d)
-    logits_bias = (
-        bias.expand(batch, g, n, n).reshape(batch * g, n, n)
-        if bias is not None
-        else flat.new_zeros(1, n, n).expand(batch * g, n, n)
-    )
-    keys = k.reshape(batch * g, n, d).transpose(1, 2)
-    logits = torch.baddbmm(logits_bias, flat, keys, alpha=d**-0.5)
-    out = torch.bmm(logits.softmax(dim=-1), v.reshape(batch * g, n, d))
-    return out.view(batch, g, n, d)
+    """`softmax(q kᵀ / sqrt(d) + bias) v` for `(B, g, n, d)` inputs and a `(1 | B, g, n, n)` bias
+    (`mp_layers.attend`: batched products for short sequences, SDPA for long ones)."""
+    return attend(q, k, v, bias)
 
 
 def _pre_norm(tokens: torch.Tensor, norm: LayerNorm | None) -> torch.Tensor:
