@@ -274,7 +274,9 @@ def train_tokenizer(argv: Sequence[str] | None = None) -> dict[str, Any]:
         phases.append(
             TrainingPhase(
                 name="discriminator",
-                parameters=lambda bare: bare.discr.parameters(),
+                parameters=lambda bare: [
+                    p for n, p in bare.named_parameters() if n.startswith("discr.")
+                ],
                 optimizer_factory=partial(
                     torch.optim.Adam, lr=args.discr_lr or args.lr, betas=(0.5, 0.9)
                 ),

@@ -6,7 +6,8 @@ are one-frame videos. The first frame is patched on its own (`p1 x p2`), the res
 spatial transformer per time step (2-D continuous position bias) followed by a causal temporal
 transformer per spatial location (ALiBi and a causal PEG), so the codes of a tubelet never depend
 on later frames (Villegas et al. 2022, sec. 2.1). Tokens are quantised by lookup-free quantisation
-(Yu et al. 2023, `vector_quantize_pytorch.LFQ`) or a cosine-similarity `VectorQuantize`; the decoder
+(Yu et al. 2023, vector-quantize-pytorch's `LFQ` with its entropy loss in closed form:
+`phenaki.quantize.FactorizedLFQ`) or a cosine-similarity `VectorQuantize`; the decoder
 mirrors the encoder and two linear heads return pixels.
 
 Training losses (`forward`): reconstruction MSE over valid frames, the quantiser's auxiliary loss,
@@ -31,7 +32,7 @@ from einops import rearrange, repeat
 from einops.layers.torch import Rearrange
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from vector_quantize_pytorch import LFQ, VectorQuantize
+from vector_quantize_pytorch import VectorQuantize
 
 from mp_layers.pretrained import (
     atomic_write,
@@ -53,6 +54,7 @@ from phenaki.losses import (
     pick_frames,
 )
 from phenaki.perceptual import PerceptualLoss
+from phenaki.quantize import FactorizedLFQ
 
 __all__ = ["CViViT"]
 
@@ -220,7 +222,7 @@ class CViViT(nn.Module):
         self.vq: nn.Module
         if lookup_free_quantization:
             lfq_kwargs.setdefault("channel_first", False)
-            self.vq = LFQ(dim=dim, codebook_size=codebook_size, **lfq_kwargs)
+            self.vq = FactorizedLFQ(dim=dim, codebook_size=codebook_size, **lfq_kwargs)
         else:
             self.vq = VectorQuantize(dim=dim, codebook_size=codebook_size, use_cosine_sim=True)
         self.dec_spatial_transformer = Transformer(**spatial)
