@@ -98,14 +98,18 @@ def test_two_processes_stop_together_at_the_time_budget(tmp_path: Path) -> None:
     assert (tmp_path / "checkpoints" / f"step-{int(steps[0]):09d}").is_dir()
 
 
-def test_sigkill_mid_training_resumes_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("phase", [False, True], ids=["one-optimizer", "with-phase"])
+def test_sigkill_mid_training_resumes_exactly(tmp_path: Path, phase: bool) -> None:
+    """SIGKILL mid-run, resume from the newest checkpoint: the same losses as an uninterrupted run,
+    with one optimizer or with a second one (a `TrainingPhase`, as a GAN's discriminator)."""
     killed, reference = tmp_path / "killed", tmp_path / "reference"
-    settings = {"steps": 30, "optimizer": "adam", "noise": 0.1, "save_every": 3}
+    settings = {"steps": 30, "optimizer": "adam", "noise": 0.1, "save_every": 3, "phase": phase}
     command = [
         sys.executable,
         str(WORKER),
         *("--out", str(killed), "--steps", "30", "--optimizer", "adam", "--noise", "0.1"),
         *("--save-every", "3", "--sleep", "0.05"),
+        *(["--phase"] if phase else []),
     ]
     proc = subprocess.Popen(
         command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -140,5 +144,9 @@ def test_sigkill_mid_training_resumes_exactly(tmp_path: Path) -> None:
 
     assert resumed.losses == pytest.approx(uninterrupted.losses[resumed_from:], abs=1e-6, rel=0)
     assert _losses(killed) == pytest.approx(_losses(reference), abs=1e-6, rel=0)
+    if phase:
+        assert resumed.phase_losses["head"] == pytest.approx(
+            uninterrupted.phase_losses["head"][resumed_from:], abs=1e-6, rel=0
+        )
     leftovers = [p.name for p in (killed / "checkpoints").iterdir() if p.name.startswith(".")]
     assert leftovers == []

@@ -55,6 +55,12 @@ def test_tiny_run_writes_everything_and_reports(tmp_path: Path) -> None:
     assert json.loads((out / "report.json").read_text())["step"] == 3
 
 
+def test_max_time_zero_means_no_limit(tmp_path: Path) -> None:
+    summary = train_tokenizer([*TINY_RUN, "--steps=1", f"--out={tmp_path}", "--max-time=0"])
+    assert summary["step"] == 1
+    assert not summary["time_limit_reached"]
+
+
 def test_resume_continues_the_run(tmp_path: Path) -> None:
     out = tmp_path / "run"
     train_tokenizer([*TINY_RUN, "--steps=2", f"--out={out}", "--save-every=1"])

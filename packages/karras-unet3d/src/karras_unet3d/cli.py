@@ -162,6 +162,8 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
         load_model_weights,
         make_dataset,
         parse_train_args,
+        print_fit,
+        timed_fit,
         trainer_config_from_args,
     )
     from mp_layers.video import collate_videos
@@ -229,15 +231,7 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ),
         collate_fn=collate_videos,
     )
-    start = time.perf_counter()
-    result = trainer.fit(resume=args.resume)
-    train_seconds = time.perf_counter() - start
-
-    summary: dict[str, Any] = {
-        "step": result.step,
-        "train_seconds": round(train_seconds, 1),
-        "time_limit_reached": result.time_limit_reached,
-    }
+    result, summary = timed_fit(trainer, args.resume)
     if trainer.accelerator.is_main_process:
         sampler = build_model({"net": net.config, "diffusion": model.config})
         assert result.checkpoint is not None
@@ -261,11 +255,7 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
             sample_seconds=round(time.perf_counter() - start, 1),
             final_loss=result.losses[-1] if result.losses else None,
         )
-        print(
-            f"trained {result.step} steps in {train_seconds:.0f} s; checkpoint {result.checkpoint}"
-        )
-        if result.time_limit_reached:
-            print(f"stopped at the --max-time limit; continue with --resume latest --out {out}")
+        print_fit(result, summary, out)
         print(f"samples: {out / 'samples.gif'} (one row per class), loss plot: {out / 'loss.png'}")
         if accuracy is not None:
             summary["color_accuracy"] = accuracy

@@ -295,18 +295,25 @@ class Attention(nn.Module):
                 "(dim_context=None); pass dim_context to build a cross-attention"
             )
         x = self.norm(x)
-        kv_input = x if context is None else self.context_norm(context)
-        q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
-        k, v = (
-            rearrange(t, "b n (h d) -> b h n d", h=self.heads)
-            for t in self.to_kv(kv_input).chunk(2, dim=-1)
-        )
-        if self.null_kv is not None:
-            null_k, null_v = repeat(self.null_kv, "h (n r) d -> r b h n d", b=batch, r=2)
-            k, v = torch.cat((null_k, k), dim=-2), torch.cat((null_v, v), dim=-2)
+        if context is None and self.null_kv is None:
+            # self-attention: q, k and v in one product, q and k normalised in one pass
+            weight = torch.cat((self.to_q.weight, self.to_kv.weight))
+            qkv = rearrange(F.linear(x, weight), "b n (r h d) -> r b h n d", r=3, h=self.heads)
+            qk, v = F.normalize(qkv[:2], dim=-1), qkv[2]
+            q, k = qk[0], qk[1]
+        else:
+            kv_input = x if context is None else self.context_norm(context)
+            q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
+            k, v = (
+                rearrange(t, "b n (h d) -> b h n d", h=self.heads)
+                for t in self.to_kv(kv_input).chunk(2, dim=-1)
+            )
+            if self.null_kv is not None:
+                null_k, null_v = repeat(self.null_kv, "h (n r) d -> r b h n d", b=batch, r=2)
+                k, v = torch.cat((null_k, k), dim=-2), torch.cat((null_v, v), dim=-2)
+            q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         # (q/|q| * q_scale) . (k/|k| * k_scale) = (q/|q| * q_scale * k_scale) . k/|k|
-        q = F.normalize(q, dim=-1) * (self.q_scale * self.k_scale)
-        k = F.normalize(k, dim=-1)
+        q = q * (self.q_scale * self.k_scale)
         additive = self._additive_mask(batch, n, k.shape[-2], mask, attn_bias, q)
         dropout = self.dropout if self.training else 0.0
         out = attend(q, k, v, additive, scale=self.scale, dropout_p=dropout)

@@ -46,7 +46,7 @@ def _train_parser() -> argparse.ArgumentParser:
     )
     add_train_arguments(parser)
     parser.set_defaults(
-        steps=3000,
+        steps=4000,
         batch_size=8,
         lr=2e-3,
         out="runs/tokenizer",
@@ -239,6 +239,8 @@ def train_tokenizer(argv: Sequence[str] | None = None) -> dict[str, Any]:
         TrainingPhase,
         load_model_weights,
         parse_train_args,
+        print_fit,
+        timed_fit,
         trainer_config_from_args,
         write_sample_sheet,
     )
@@ -246,6 +248,8 @@ def train_tokenizer(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     args = parse_train_args(argv, parser=_train_parser())
     _check_args(args)
+    if args.max_time is not None and args.max_time <= 0:
+        args.max_time = None  # --max-time 0: no time limit
     out = Path(args.out)
     train_set, held_out = _datasets(args)
     torch.manual_seed(args.seed)
@@ -307,14 +311,7 @@ def train_tokenizer(argv: Sequence[str] | None = None) -> dict[str, Any]:
         lr_lambda=lambda step: min(1.0, (step + 1) / warmup),
         collate_fn=collate_videos,
     )
-    start = time.perf_counter()
-    result = trainer.fit(resume=args.resume)
-    train_seconds = time.perf_counter() - start
-    summary: dict[str, Any] = {
-        "step": result.step,
-        "train_seconds": round(train_seconds, 1),
-        "time_limit_reached": result.time_limit_reached,
-    }
+    result, summary = timed_fit(trainer, args.resume)
     if not trainer.accelerator.is_main_process:
         return summary
     assert result.checkpoint is not None
@@ -334,9 +331,7 @@ def train_tokenizer(argv: Sequence[str] | None = None) -> dict[str, Any]:
         eval_seconds=round(time.perf_counter() - start, 1),
         **report,
     )
-    print(f"trained {result.step} steps in {train_seconds:.0f} s; checkpoint {result.checkpoint}")
-    if result.time_limit_reached:
-        print(f"stopped at the --max-time limit; continue with --resume latest --out {out}")
+    print_fit(result, summary, out)
     print(f"tokenizer: {out / 'tokenizer'} (CViViT.from_pretrained), loss plot: {out / 'loss.png'}")
     print(
         f"reconstructions: {out / 'recons.gif'} (each held-out original beside its reconstruction)"

@@ -197,6 +197,8 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
         load_model_weights,
         make_dataset,
         parse_train_args,
+        print_fit,
+        timed_fit,
         trainer_config_from_args,
     )
     from mp_layers.video import collate_videos
@@ -270,14 +272,7 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
         lr_lambda=lambda step: min(1.0, (step + 1) / warmup),
         collate_fn=collate_videos,
     )
-    start = time.perf_counter()
-    result = trainer.fit(resume=args.resume)
-    train_seconds = time.perf_counter() - start
-    summary: dict[str, Any] = {
-        "step": result.step,
-        "train_seconds": round(train_seconds, 1),
-        "time_limit_reached": result.time_limit_reached,
-    }
+    result, summary = timed_fit(trainer, args.resume)
     if not trainer.accelerator.is_main_process:
         return summary
     sampler = GaussianDiffusion(
@@ -305,9 +300,7 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
         sample_seconds=round(time.perf_counter() - start, 1),
         final_loss=result.losses[-1] if result.losses else None,
     )
-    print(f"trained {result.step} steps in {train_seconds:.0f} s; checkpoint {result.checkpoint}")
-    if result.time_limit_reached:
-        print(f"stopped at the --max-time limit; continue with --resume latest --out {out}")
+    print_fit(result, summary, out)
     print(
         f"samples: {out / 'samples.gif'} (one row per prompt/class), loss plot: {out / 'loss.png'}"
     )

@@ -30,6 +30,8 @@ from mp_layers.training.cli import (
     load_toml_config,
     make_dataset,
     parse_train_args,
+    print_fit,
+    timed_fit,
     trainer_config_from_args,
 )
 from mp_layers.training.config import TrainerConfig
@@ -55,8 +57,10 @@ __all__ = [
     "make_dataset",
     "parse_train_args",
     "plot_loss",
+    "print_fit",
     "read_metrics",
     "resolve_checkpoint",
+    "timed_fit",
     "trainer_config_from_args",
     "write_sample_sheet",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -177,3 +178,28 @@ def make_dataset(
     if not path.is_dir():
         raise ValueError(f"--data: expected 'synthetic' or an existing folder, got {str(data)!r}")
     return VideoFolder(path, image_size=image_size, num_frames=num_frames, **folder_kwargs)
+
+
+def timed_fit(trainer: Any, resume: str | Path | None) -> tuple[Any, dict[str, Any]]:
+    """Run `trainer.fit(resume=resume)` and time it. Returns the `FitResult` and a summary dict
+    `{"step", "train_seconds", "time_limit_reached"}` that the model CLIs extend and print."""
+    start = time.perf_counter()
+    result = trainer.fit(resume=resume)
+    train_seconds = time.perf_counter() - start
+    summary = {
+        "step": result.step,
+        "train_seconds": round(train_seconds, 1),
+        "time_limit_reached": result.time_limit_reached,
+    }
+    return result, summary
+
+
+def print_fit(result: Any, summary: dict[str, Any], out: str | Path) -> None:
+    """Print what a training run did: steps, seconds, last checkpoint, and how to continue it when
+    it stopped at its time budget."""
+    print(
+        f"trained {result.step} steps in {summary['train_seconds']:.0f} s; "
+        f"checkpoint {result.checkpoint}"
+    )
+    if result.time_limit_reached:
+        print(f"stopped at the --max-time limit; continue with --resume latest --out {out}")
