@@ -75,8 +75,23 @@ def main(dist: str) -> None:
             for t in metadata.requires(dist) or []
             if "extra ==" not in t
         }
-        assert direct == {"torch", "einops"}, f"mp-layers core must need torch and einops: {direct}"
+        # beartype: the runtime type checks (mp_layers.typecheck) every package shares
+        core = {"torch", "einops", "beartype"}
+        assert direct == core, f"mp-layers core must need exactly {sorted(core)}: {direct}"
         import torch
+
+        from mp_layers.typecheck import typechecked
+
+        @typechecked
+        def double(x: int) -> int:
+            return 2 * x
+
+        try:
+            double("2")  # type: ignore[arg-type]
+        except TypeError:
+            pass
+        else:
+            raise AssertionError("mp_layers.typecheck.typechecked did not raise TypeError")
 
         layer = module.MPConv3d(4, 8, 3)
         out = layer(torch.randn(2, 4, 4, 8, 8))
