@@ -6,6 +6,8 @@
   `PEG`, `AlibiPositionalBias`, `ContinuousPositionBias`, `LayerNorm`, `FeedForward`.
 - Losses (`phenaki.losses`), discriminators (`phenaki.discriminator`) and the frozen perceptual
   loss (`phenaki.perceptual`).
+- `MaskGit`, `TokenCritic`, `SelfCritic` and the masking helpers (`phenaki.maskgit`); the
+  `Phenaki` wrapper (training, sampling, stories) comes next.
 - Training: `phenaki train-tokenizer` (extra `phenaki[train]`, `phenaki.cli`).
 
 Conventions: videos `(b, c, f, h, w)` and images `(b, c, h, w)` in [0, 1]; tokens `(b, n, d)`.
@@ -33,7 +35,17 @@ from phenaki.losses import (
     hinge_gen_loss,
     pick_frames,
 )
+from phenaki.maskgit import (
+    MaskGit,
+    SelfCritic,
+    TokenCritic,
+    critic_labels,
+    get_mask_subset_with_prob,
+    gumbel_sample,
+    mask_schedule,
+)
 from phenaki.perceptual import PerceptualLoss
+from phenaki.quantize import FactorizedLFQ
 
 __version__: str = _version("phenaki")
 __all__ = [
@@ -42,18 +54,26 @@ __all__ = [
     "Attention",
     "CViViT",
     "ContinuousPositionBias",
+    "FactorizedLFQ",
     "FeedForward",
     "FrameDiscriminator",
     "LayerNorm",
+    "MaskGit",
     "PerceptualLoss",
+    "SelfCritic",
+    "TokenCritic",
     "Transformer",
     "VideoDiscriminator",
     "__version__",
     "adaptive_weight",
     "bce_discr_loss",
     "bce_gen_loss",
+    "critic_labels",
+    "get_mask_subset_with_prob",
     "gradient_penalty",
+    "gumbel_sample",
     "hinge_discr_loss",
     "hinge_gen_loss",
+    "mask_schedule",
     "pick_frames",
 ]
