@@ -6,8 +6,9 @@
   `PEG`, `AlibiPositionalBias`, `ContinuousPositionBias`, `LayerNorm`, `FeedForward`.
 - Losses (`phenaki.losses`), discriminators (`phenaki.discriminator`) and the frozen perceptual
   loss (`phenaki.perceptual`).
-- `MaskGit`, `TokenCritic`, `SelfCritic` and the masking helpers (`phenaki.maskgit`); the
-  `Phenaki` wrapper (training, sampling, stories) comes next.
+- `MaskGit`, `TokenCritic`, `SelfCritic` and the masking helpers (`phenaki.maskgit`); `Phenaki`
+  (training with condition dropout and critics, sampling with prime frames, two decoding rules) and
+  `make_video` (multi-scene stories) in `phenaki.phenaki`.
 - Training: `phenaki train-tokenizer` (extra `phenaki[train]`, `phenaki.cli`).
 
 Conventions: videos `(b, c, f, h, w)` and images `(b, c, h, w)` in [0, 1]; tokens `(b, n, d)`.
@@ -45,6 +46,7 @@ from phenaki.maskgit import (
     mask_schedule,
 )
 from phenaki.perceptual import PerceptualLoss
+from phenaki.phenaki import Phenaki, make_video
 from phenaki.quantize import FactorizedLFQ
 
 __version__: str = _version("phenaki")
@@ -60,6 +62,7 @@ __all__ = [
     "LayerNorm",
     "MaskGit",
     "PerceptualLoss",
+    "Phenaki",
     "SelfCritic",
     "TokenCritic",
     "Transformer",
@@ -74,6 +77,7 @@ __all__ = [
     "gumbel_sample",
     "hinge_discr_loss",
     "hinge_gen_loss",
+    "make_video",
     "mask_schedule",
     "pick_frames",
 ]

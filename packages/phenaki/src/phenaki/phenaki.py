@@ -1,0 +1,501 @@
+"""`Phenaki`: text to video with a frozen C-ViViT tokenizer, MaskGit and an optional token critic.
+
+Training (`forward`) masks a random fraction of a video's tokens, drawn from a mask schedule
+(cosine by default: `γ(r) = cos(π r / 2)`, MaskGIT, Chang et al. 2022, eq. 3, with `r` uniform over
+`{0, 1/T, ..., (T-1)/T}` as the reference), and trains MaskGit to predict them (cross-entropy on the
+masked valid tokens), with the text dropped for a fraction `cond_drop_prob` of the clips so that
+classifier-free guidance has a trained unconditional branch (the reference zeroed that fraction,
+defect P2). A critic (Token-Critic, Lezama et al. 2022) learns which tokens of a MaskGit sample
+are wrong.
+
+Sampling (`sample`) starts from all-masked tokens and, over `steps` iterations, fills them and
+re-masks the least trusted ones. Two rules:
+
+- `"reference"` (phenaki-pytorch): tokens are Gumbel-sampled at a temperature that anneals to 0;
+  without a critic the score of a token is `1 - p(token)` for the tokens just sampled and `-1e4` for
+  earlier ones (never re-masked); with a critic the score is its logit plus annealed uniform noise,
+  and any token can be re-masked. Step `s >= 1` re-masks `max(1, round(N γ(s / T)))` tokens.
+- `"maskgit"` (the official MaskGIT decoder): tokens are sampled at temperature 1, their
+  confidence is `log p + τ (1 - r) g` with Gumbel noise `g`, `r = (s + 1) / T` and
+  `τ = starting_temperature`; known tokens are never re-masked; `clamp(floor(N γ(r)), 1, unknown
+  - 1)` tokens stay masked.
+
+Prime frames (`prime_frames`) are tokenised by the causal tokenizer and kept fixed; the new frames'
+tokens are generated after them, so a clip continues another one (and `make_video` chains scenes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from mp_layers.typecheck import typechecked
+from phenaki.cvivit import CViViT
+from phenaki.maskgit import (
+    MaskGit,
+    SelfCritic,
+    TokenCritic,
+    critic_labels,
+    get_mask_subset_with_prob,
+    gumbel_sample,
+    mask_schedule,
+)
+
+__all__ = ["DEFAULT_T5_NAME", "Phenaki", "make_video"]
+
+DEFAULT_T5_NAME = "google/t5-v1_1-base"
+TextFunction = Callable[[Sequence[str], torch.device], tuple[Tensor, Tensor]]
+Schedule = Literal["cosine", "linear", "sqrt"]
+
+
+def _noise_scale(schedule: str, step: int, steps: int) -> float:
+    """Token-Critic's noise multiplier at sampling step `step` of `steps`."""
+    if schedule == "fixed":
+        return 1.0
+    if schedule == "decay":
+        return (steps - step - 1) / steps
+    return (step + 1) / steps
+
+
+class Phenaki(nn.Module):
+    """Text-to-video with a frozen `CViViT` and a `MaskGit` (see the module docstring).
+
+    Args:
+        maskgit: the token transformer; `num_tokens` must equal the tokenizer's codebook size.
+        cvivit: the trained tokenizer; an evaluation copy is kept, frozen.
+        critic: a `TokenCritic`, or None (`self_token_critic=True` builds a `SelfCritic`).
+        steps: sampling iterations (and the granularity of the training mask ratios).
+        t5_name: the text encoder to load on first use (a Hugging Face name or a local folder;
+            extra `phenaki[text]`) when `text_encoder` is None and MaskGit is conditional.
+        text_encoder: `f(texts, device) -> (embeddings (b, m, d), mask (b, m) bool)`, e.g. a
+            `phenaki.text.TextEncoder`; never called at construction.
+        text_embed_dim: the encoder's width, checked against MaskGit's `dim_context` now (else at
+            the first encoding).
+        cond_drop_prob: fraction of training clips whose text is dropped (> 0 to train guidance).
+        self_token_critic: use a `SelfCritic` on MaskGit's embeddings.
+        critic_loss_weight: weight of the critic's binary cross-entropy.
+        critic_noise_anneal_schedule: "fixed", "decay" or "increase" noise on the critic's scores.
+        critic_train_sample_temperature: temperature of the MaskGit samples the critic judges.
+        schedule: the mask schedule ("cosine", "linear", "sqrt"), for training and sampling.
+        decoding: the default sampling rule, "reference" or "maskgit".
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        *,
+        maskgit: MaskGit,
+        cvivit: CViViT,
+        critic: TokenCritic | None = None,
+        steps: int = 18,
+        t5_name: str = DEFAULT_T5_NAME,
+        text_encoder: Any = None,
+        text_embed_dim: int | None = None,
+        cond_drop_prob: float = 0.25,
+        self_token_critic: bool = False,
+        critic_loss_weight: float = 1.0,
+        critic_noise_anneal_schedule: Literal["fixed", "decay", "increase"] = "decay",
+        critic_train_sample_temperature: float = 1.0,
+        schedule: Schedule = "cosine",
+        decoding: Literal["reference", "maskgit"] = "reference",
+    ) -> None:
+        super().__init__()
+        if maskgit.num_tokens != cvivit.codebook_size:
+            raise ValueError(
+                f"maskgit.num_tokens: expected the tokenizer's codebook size "
+                f"{cvivit.codebook_size}, got {maskgit.num_tokens}"
+            )
+        if steps < 1:
+            raise ValueError(f"steps: expected >= 1, got {steps}")
+        if not 0.0 <= cond_drop_prob < 1.0:
+            raise ValueError(f"cond_drop_prob: expected a value in [0, 1), got {cond_drop_prob}")
+        if critic is not None and self_token_critic:
+            raise ValueError("critic and self_token_critic: expected at most one, got both")
+        if text_encoder is not None and not callable(text_encoder):
+            raise TypeError(f"text_encoder: expected a callable, got {type(text_encoder).__name__}")
+        conditional = not maskgit.unconditional
+        if conditional and text_embed_dim is not None and text_embed_dim != maskgit.dim_context:
+            raise ValueError(
+                f"text_embed_dim: expected MaskGit's dim_context {maskgit.dim_context}, got "
+                f"{text_embed_dim}"
+            )
+        if critic is not None and critic.has_cross_attn and not conditional:
+            raise ValueError("critic: has cross-attention but MaskGit is unconditional")
+        self.maskgit = maskgit
+        self.cvivit = cvivit.copy_for_eval().requires_grad_(False)
+        self.critic: nn.Module | None = SelfCritic(maskgit) if self_token_critic else critic
+        self.steps = steps
+        self.t5_name = t5_name
+        self.text_encoder = text_encoder  # a plain attribute: never saved or optimised
+        self.cond_drop_prob = cond_drop_prob
+        self.critic_loss_weight = critic_loss_weight
+        self.critic_noise_anneal_schedule = critic_noise_anneal_schedule
+        self.critic_train_sample_temperature = critic_train_sample_temperature
+        self.schedule: Schedule = schedule
+        self.decoding = decoding
+
+    # ------------------------------------------------------------------ text
+
+    def _device(self) -> torch.device:
+        return next(self.maskgit.parameters()).device
+
+    def encode_text(
+        self, texts: Sequence[str] | None, text_embeds: Tensor | None, text_mask: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Text embeddings `(b, m, dim_context)` and mask `(b, m)` for a conditional MaskGit (from
+        `text_embeds`, or from `texts` through the text encoder), or `(None, None)`."""
+        if self.maskgit.unconditional:
+            if texts is not None or text_embeds is not None:
+                raise ValueError("texts: MaskGit is unconditional, expected no texts or embeddings")
+            return None, None
+        device = self._device()
+        if text_embeds is None:
+            if texts is None:
+                raise ValueError("texts: a conditional Phenaki needs texts or text_embeds")
+            if self.text_encoder is None:
+                from phenaki.text import TextEncoder  # extra phenaki[text]; loads on first call
+
+                self.text_encoder = TextEncoder(self.t5_name)
+            text_embeds, text_mask = self.text_encoder(list(texts), device)
+        elif texts is not None:
+            raise ValueError("texts and text_embeds: expected one of them, got both")
+        assert text_embeds is not None
+        if text_embeds.ndim != 3 or text_embeds.shape[-1] != self.maskgit.dim_context:
+            raise ValueError(
+                f"text embeddings: expected (b, m, {self.maskgit.dim_context}), got "
+                f"{tuple(text_embeds.shape)}"
+            )
+        if text_mask is None:
+            text_mask = torch.ones(text_embeds.shape[:2], dtype=torch.bool, device=device)
+        return text_embeds.to(device), text_mask.to(device).bool()
+
+    # ------------------------------------------------------------------ training
+
+    def _critic_logits(
+        self,
+        ids: Tensor,
+        grid: tuple[int, ...],
+        context: Tensor | None,
+        text_mask: Tensor | None,
+        video_mask: Tensor | None,
+        cond_drop_prob: float,
+    ) -> Tensor:
+        critic: Any = self.critic
+        text = {"context": context, "text_mask": text_mask} if critic.has_cross_attn else {}
+        logits: Tensor = critic(
+            ids,
+            video_patch_shape=grid,
+            video_mask=video_mask,
+            cond_drop_prob=cond_drop_prob,
+            **text,
+        )
+        return logits
+
+    def forward(
+        self,
+        videos: Tensor | None = None,
+        *,
+        texts: Sequence[str] | None = None,
+        video_codebook_ids: Tensor | None = None,
+        video_frame_mask: Tensor | None = None,
+        text_embeds: Tensor | None = None,
+        text_mask: Tensor | None = None,
+        cond_drop_prob: float | None = None,
+        only_train_generator: bool = False,
+        only_train_critic: bool = False,
+    ) -> Tensor:
+        """The training loss: MaskGit's cross-entropy on masked tokens (+ `critic_loss_weight` x
+        the critic's BCE). `videos (b, c, F, H, W)` in [0, 1] (or their `video_codebook_ids (b, t',
+        h, w)`), `video_frame_mask (b, F)` for variable lengths, `texts` or `text_embeds (b, m,
+        d)` with `text_mask (b, m)`; `only_train_critic` returns the critic's loss alone."""
+        if (videos is None) == (video_codebook_ids is None):
+            raise ValueError("videos and video_codebook_ids: expected exactly one of them")
+        if only_train_generator and only_train_critic:
+            raise ValueError("only_train_generator and only_train_critic: expected at most one")
+        if only_train_critic and self.critic is None:
+            raise ValueError("only_train_critic: this Phenaki has no critic")
+        device = self._device()
+        token_mask = None
+        if video_codebook_ids is None:
+            assert videos is not None
+            with torch.no_grad():
+                video_codebook_ids = self.cvivit(
+                    videos.to(device), mask=video_frame_mask, return_only_codebook_ids=True
+                )
+            if video_frame_mask is not None:
+                token_mask = self.cvivit.calculate_video_token_mask(videos, video_frame_mask)
+        elif video_codebook_ids.ndim != 4:
+            raise ValueError(
+                f"video_codebook_ids: expected (b, t', h, w), got {tuple(video_codebook_ids.shape)}"
+            )
+        assert video_codebook_ids is not None
+        ids = video_codebook_ids.to(device)
+        grid = tuple(ids.shape[1:])
+        ids = ids.flatten(1)
+        batch = ids.shape[0]
+        valid = (
+            torch.ones_like(ids, dtype=torch.bool) if token_mask is None else token_mask.to(device)
+        )
+        context, text_mask = self.encode_text(texts, text_embeds, text_mask)
+        drop = self.cond_drop_prob if cond_drop_prob is None else cond_drop_prob
+
+        step = torch.randint(0, self.steps, (batch,), device=device)
+        fraction = mask_schedule(step.float() / self.steps, self.schedule)
+        masked = get_mask_subset_with_prob(valid, fraction)
+        inputs = ids.masked_fill(masked, self.maskgit.mask_id)
+        text = {"context": context, "text_mask": text_mask} if context is not None else {}
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not only_train_critic):
+            logits = self.maskgit(
+                inputs, video_patch_shape=grid, video_mask=valid, cond_drop_prob=drop, **text
+            )
+        loss = F.cross_entropy(logits[masked], ids[masked])
+        if self.critic is None or only_train_generator:
+            return loss
+        sampled = gumbel_sample(logits.detach(), self.critic_train_sample_temperature)
+        judged = torch.where(masked, sampled, ids)
+        labels = critic_labels(judged, ids, masked)
+        critic_logits = self._critic_logits(judged, grid, context, text_mask, valid, drop)
+        bce = F.binary_cross_entropy_with_logits(critic_logits[valid], labels[valid])
+        return bce if only_train_critic else loss + self.critic_loss_weight * bce
+
+    # ------------------------------------------------------------------ sampling
+
+    @torch.no_grad()
+    @typechecked
+    def sample(
+        self,
+        *,
+        num_frames: int,
+        texts: Sequence[str] | None = None,
+        text_embeds: Tensor | None = None,
+        text_mask: Tensor | None = None,
+        prime_frames: Tensor | None = None,
+        batch_size: int = 1,
+        cond_scale: float = 3.0,
+        starting_temperature: float = 0.9,
+        noise_K: float = 1.0,
+        generator: torch.Generator | None = None,
+        decoding: Literal["reference", "maskgit"] | None = None,
+    ) -> Tensor:
+        """Videos `(b, c, num_frames, H, W)` in about [0, 1]. Without `prime_frames`, `num_frames`
+        is `1 + k * pt`; with `prime_frames (b, c, 1 + j * pt, H, W)` it is a multiple of `pt`
+        and the new frames continue the prime. Deterministic given `generator` (on the model's
+        device)."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self._sample(
+                num_frames,
+                texts,
+                text_embeds,
+                text_mask,
+                prime_frames,
+                batch_size,
+                cond_scale,
+                starting_temperature,
+                noise_K,
+                generator,
+                decoding or self.decoding,
+            )
+        finally:
+            self.train(was_training)
+
+    def _sample(
+        self,
+        num_frames: int,
+        texts: Sequence[str] | None,
+        text_embeds: Tensor | None,
+        text_mask: Tensor | None,
+        prime_frames: Tensor | None,
+        batch_size: int,
+        cond_scale: float,
+        starting_temperature: float,
+        noise_k: float,
+        generator: torch.Generator | None,
+        decoding: str,
+    ) -> Tensor:
+        device, cvivit, steps = self._device(), self.cvivit, self.steps
+        context, text_mask = self.encode_text(texts, text_embeds, text_mask)
+        if context is not None:
+            batch_size = context.shape[0]
+        prime_ids = torch.empty(batch_size, 0, dtype=torch.long, device=device)
+        prime_steps, prime_length = 0, 0
+        if prime_frames is not None:
+            if prime_frames.shape[0] != batch_size:
+                raise ValueError(
+                    f"prime_frames: expected a batch of {batch_size}, got {prime_frames.shape[0]}"
+                )
+            prime_ids = cvivit(prime_frames.to(device), return_only_codebook_ids=True)
+            prime_steps, prime_length = prime_ids.shape[1], prime_frames.shape[2]
+            prime_ids = prime_ids.flatten(1)
+        steps_new, h, w = cvivit.get_video_patch_shape(
+            num_frames, include_first_frame=prime_frames is None
+        )
+        grid = (prime_steps + steps_new, h, w)
+        n = steps_new * h * w
+        ids = torch.full((batch_size, n), self.maskgit.mask_id, dtype=torch.long, device=device)
+        scores = torch.zeros(batch_size, n, device=device)
+        masked = torch.ones(batch_size, n, dtype=torch.bool, device=device)
+        text: dict[str, Any] = (
+            {"context": context, "text_mask": text_mask} if context is not None else {}
+        )
+        start = prime_ids.shape[1]
+
+        def logits_of(current: Tensor) -> Tensor:
+            full = torch.cat((prime_ids, current), dim=1)
+            out: Tensor = self.maskgit.forward_with_cond_scale(
+                full, cond_scale=cond_scale, video_patch_shape=grid, **text
+            )
+            return out[:, start:]
+
+        for step in range(steps):
+            if decoding == "reference":
+                if step > 0:
+                    count = max(1, round(n * float(mask_schedule(step / steps, self.schedule))))
+                    chosen = scores.topk(min(count, n), dim=-1).indices
+                    masked = torch.zeros_like(masked).scatter_(1, chosen, True)
+                    ids = ids.masked_fill(masked, self.maskgit.mask_id)
+                logits = logits_of(ids)
+                temperature = starting_temperature * (steps - step - 1) / steps
+                sampled = gumbel_sample(logits, temperature, generator)
+                ids = torch.where(masked, sampled, ids)
+                if self.critic is not None:
+                    critic_scores = self._guided_critic(prime_ids, ids, grid, cond_scale, text)
+                    noise = torch.rand(scores.shape, generator=generator, device=device) - 0.5
+                    scale = _noise_scale(self.critic_noise_anneal_schedule, step, steps)
+                    scores = critic_scores + noise_k * noise * scale
+                else:
+                    probs = logits.softmax(dim=-1).gather(-1, ids[..., None])[..., 0]
+                    scores = (1 - probs).masked_fill(~masked, -1e4)
+            else:
+                ids = self._maskgit_step(
+                    ids, logits_of(ids), step, n, starting_temperature, generator
+                )
+        video = cvivit.decode_from_codebook_indices(
+            rearrange(torch.cat((prime_ids, ids), dim=1), "b (t h w) -> b t h w", h=h, w=w)
+        )
+        return video[:, :, prime_length:]
+
+    def _guided_critic(
+        self,
+        prime_ids: Tensor,
+        ids: Tensor,
+        grid: tuple[int, ...],
+        cond_scale: float,
+        text: dict[str, Any],
+    ) -> Tensor:
+        critic: Any = self.critic
+        critic_text = text if critic.has_cross_attn else {}
+        full = torch.cat((prime_ids, ids), dim=1)
+        out: Tensor = critic.forward_with_cond_scale(
+            full, cond_scale=cond_scale, video_patch_shape=grid, **critic_text
+        )
+        return out[:, prime_ids.shape[1] :]
+
+    def _maskgit_step(
+        self,
+        ids: Tensor,
+        logits: Tensor,
+        step: int,
+        n: int,
+        temperature: float,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """One step of the official MaskGIT decoder (see the module docstring)."""
+        unknown = ids == self.maskgit.mask_id
+        sampled = torch.where(unknown, gumbel_sample(logits, 1.0, generator), ids)
+        ratio = (step + 1) / self.steps
+        log_probs = logits.log_softmax(dim=-1).gather(-1, sampled[..., None])[..., 0]
+        uniform = torch.rand(log_probs.shape, generator=generator, device=ids.device)
+        gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0)).clamp_min(1e-20))
+        confidence = log_probs + temperature * (1 - ratio) * gumbel
+        confidence = confidence.masked_fill(~unknown, math.inf)
+        remaining = unknown.sum(dim=-1, keepdim=True)
+        keep_masked = torch.floor(n * mask_schedule(ratio, self.schedule)).long()
+        keep_masked = torch.minimum(torch.clamp(remaining - 1, min=0), keep_masked.clamp_min(1))
+        if step == self.steps - 1:
+            keep_masked = torch.zeros_like(keep_masked)
+        order = confidence.argsort(dim=-1).argsort(dim=-1)  # rank of each token, lowest first
+        return sampled.masked_fill(order < keep_masked, self.maskgit.mask_id)
+
+    @typechecked
+    def sample_images(
+        self,
+        *,
+        texts: Sequence[str] | None = None,
+        text_embeds: Tensor | None = None,
+        batch_size: int = 1,
+        cond_scale: float = 3.0,
+        starting_temperature: float = 0.9,
+        noise_K: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Images `(b, c, H, W)`: `sample` with one frame."""
+        video = self.sample(
+            num_frames=1,
+            texts=texts,
+            text_embeds=text_embeds,
+            batch_size=batch_size,
+            cond_scale=cond_scale,
+            starting_temperature=starting_temperature,
+            noise_K=noise_K,
+            generator=generator,
+        )
+        return video[:, :, 0]
+
+
+@typechecked
+def make_video(
+    phenaki: Phenaki,
+    texts: Sequence[str],
+    num_frames: int | Sequence[int],
+    prime_lengths: int | Sequence[int],
+    *,
+    cond_scale: float = 3.0,
+    starting_temperature: float = 0.9,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, list[Tensor]]:
+    """A multi-scene story: scene `i` is sampled from `texts[i]`, primed on the last
+    `prime_lengths[i - 1]` frames of scene `i - 1` (`1 + j * pt` frames each). `num_frames` per
+    scene (an int for all): `1 + k * pt` for the first, multiples of `pt` after. Returns the whole
+    video `(1, c, sum(num_frames), H, W)` and the list of scenes."""
+    if not texts:
+        raise ValueError("texts: expected at least one scene")
+    frames = [num_frames] * len(texts) if isinstance(num_frames, int) else list(num_frames)
+    primes = (
+        [prime_lengths] * (len(texts) - 1)
+        if isinstance(prime_lengths, int)
+        else list(prime_lengths)
+    )
+    if len(frames) != len(texts) or len(primes) < len(texts) - 1:
+        raise ValueError(
+            f"num_frames / prime_lengths: expected {len(texts)} and {len(texts) - 1} values, got "
+            f"{len(frames)} and {len(primes)}"
+        )
+    scenes: list[Tensor] = []
+    prime = None
+    for index, (text, count) in enumerate(zip(texts, frames, strict=True)):
+        scene = phenaki.sample(
+            num_frames=count,
+            texts=[text],
+            prime_frames=prime,
+            cond_scale=cond_scale,
+            starting_temperature=starting_temperature,
+            generator=generator,
+        )
+        scenes.append(scene)
+        if index < len(texts) - 1:
+            length = primes[index]
+            if length > scene.shape[2]:
+                raise ValueError(
+                    f"prime_lengths[{index}]: expected at most the scene's {scene.shape[2]} "
+                    f"frames, got {length}"
+                )
+            prime = scene[:, :, scene.shape[2] - length :]
+    return torch.cat(scenes, dim=2), scenes
