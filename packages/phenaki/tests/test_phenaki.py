@@ -338,3 +338,22 @@ def test_save_and_load_a_run_with_the_tokenizer_reference(tmp_path: Path) -> Non
     tokenizer().save_pretrained(tmp_path / "tok")
     with pytest.raises(ValueError, match="not the tokenizer this model was trained on"):
         Phenaki.from_pretrained(folder)
+
+
+def test_texts_through_a_t5_folder_offline(
+    tiny_t5_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default path: `t5_name` (here a local folder laid out like google/t5-v1_1-base) is
+    loaded on the first encoding, never at construction."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = Phenaki(
+        maskgit=maskgit(dim_context=16), cvivit=tokenizer(), t5_name=str(tiny_t5_dir), steps=2
+    )
+    assert model.text_encoder is None
+    loss = model(videos(), texts=["a cat runs", "the red ball jumps on the snow"])
+    assert torch.isfinite(loss)
+    assert model.text_encoder is not None
+    video = model.sample(num_frames=3, texts=["a cat"], generator=torch.Generator().manual_seed(0))
+    assert video.shape == (1, 3, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"expected \(b, m, 12\), got \(2, 4, 16\)"):
+        phenaki()(videos(), text_embeds=torch.zeros(2, 4, 16))
