@@ -5,8 +5,9 @@ installed alone), ranges (inter-package requirements). Not default: lowest (lowe
 dependency versions), bench (every package's benchmark scripts), bench_reference (karras-unet3d
 against the reference implementation, installed in a separate environment), parity (video-ddpm
 against video-diffusion-pytorch 0.6.1 and 0.7.0 through converted checkpoints),
-bench_reference_vdm (video-ddpm against video-diffusion-pytorch 0.6.1) and
-bench_reference_phenaki (phenaki's CViViT against phenaki-pytorch 0.5.0).
+bench_reference_vdm (video-ddpm against video-diffusion-pytorch 0.6.1),
+bench_reference_phenaki (phenaki's CViViT against phenaki-pytorch 0.5.0) and
+bench_reference_maskgit (phenaki's MaskGit and sampling against phenaki-pytorch 0.5.0).
 
 Packages are discovered from packages/*/pyproject.toml. A missing interpreter is an error. On a
 machine whose interpreters live under pyenv, their folders are put on PATH here, so that nothing
@@ -271,4 +272,13 @@ def bench_reference_phenaki(session: nox.Session) -> None:
     _sync(session, "--all-packages", "--all-extras")
     python = _reference_venv(session, "phenaki-0.5.0", "phenaki-pytorch==0.5.0")
     script = PACKAGES["phenaki"] / "benchmarks" / "bench_vs_reference.py"
+    session.run("python", str(script), f"--ref-python={python}", *session.posargs)
+
+
+@nox.session(python=MAIN_PYTHON, default=False)
+def bench_reference_maskgit(session: nox.Session) -> None:
+    """phenaki's MaskGit (train step) and Phenaki.sample against phenaki-pytorch==0.5.0."""
+    _sync(session, "--all-packages", "--all-extras")
+    python = _reference_venv(session, "phenaki-0.5.0", "phenaki-pytorch==0.5.0")
+    script = PACKAGES["phenaki"] / "benchmarks" / "bench_maskgit_vs_reference.py"
     session.run("python", str(script), f"--ref-python={python}", *session.posargs)
