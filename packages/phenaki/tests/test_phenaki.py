@@ -357,3 +357,41 @@ def test_texts_through_a_t5_folder_offline(
     assert video.shape == (1, 3, 3, 16, 16)
     with pytest.raises(ValueError, match=r"expected \(b, m, 12\), got \(2, 4, 16\)"):
         phenaki()(videos(), text_embeds=torch.zeros(2, 4, 16))
+
+
+def test_primed_frames_equal_the_prime_reconstruction() -> None:
+    """With the causal tokenizer, the primed frames of a continued sample are exactly the prime
+    clip's own reconstruction: nothing generated after them changes them."""
+    model = phenaki()
+    prime = videos(b=1, f=3)
+    full = model.sample(
+        num_frames=4,
+        texts=["a"],
+        prime_frames=prime,
+        return_prime=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert full.shape == (1, 3, 7, 16, 16)
+    with torch.no_grad():
+        reconstruction = model.cvivit(prime, return_recons_only=True)
+    torch.testing.assert_close(full[:, :, :3], reconstruction, atol=1e-5, rtol=1e-5)
+    new_only = model.sample(
+        num_frames=4, texts=["a"], prime_frames=prime, generator=torch.Generator().manual_seed(0)
+    )
+    torch.testing.assert_close(new_only, full[:, :, 3:])
+
+
+def test_guidance_null_branch_is_trained() -> None:
+    """Dropped captions leave cross-attention only its learned null key/values: with dropout on
+    (the default) they receive gradients; with every caption kept they cannot."""
+    model = phenaki()
+    cross = model.maskgit.transformer.layers[0][2]
+    model(videos(), texts=["a red", "a blue"], cond_drop_prob=1.0).backward()
+    assert cross.null_kv.grad is not None
+    assert cross.null_kv.grad.abs().sum() > 0
+    model.zero_grad()
+    keep = torch.zeros(2, 2, dtype=torch.bool)  # no caption token visible at all
+    embeds = torch.randn(2, 2, DIM_CONTEXT)
+    ids = model.cvivit(videos(), return_only_codebook_ids=True)
+    model(video_codebook_ids=ids, text_embeds=embeds, text_mask=keep).backward()
+    assert cross.to_kv.weight.grad is None or cross.to_kv.weight.grad.abs().sum() == 0

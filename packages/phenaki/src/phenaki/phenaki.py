@@ -337,15 +337,17 @@ class Phenaki(nn.Module):
         noise_K: float = 1.0,
         generator: torch.Generator | None = None,
         decoding: Literal["reference", "maskgit"] | None = None,
+        return_prime: bool = False,
     ) -> Tensor:
-        """Videos `(b, c, num_frames, H, W)` in about [0, 1]. Without `prime_frames`, `num_frames`
+        """Videos `(b, c, num_frames, H, W)` in about [0, 1] (with `return_prime`, preceded by the
+        prime's reconstruction: `(b, c, prime + num_frames, H, W)`). Without `prime_frames`, `num_frames`
         is `1 + k * pt`; with `prime_frames (b, c, 1 + j * pt, H, W)` it is a multiple of `pt`
         and the new frames continue the prime. Deterministic given `generator` (on the model's
         device)."""
         was_training = self.training
         self.eval()
         try:
-            return self._sample(
+            video, prime_length = self._sample(
                 num_frames,
                 texts,
                 text_embeds,
@@ -358,6 +360,7 @@ class Phenaki(nn.Module):
                 generator,
                 decoding or self.decoding,
             )
+            return video if return_prime else video[:, :, prime_length:]
         finally:
             self.train(was_training)
 
@@ -374,7 +377,7 @@ class Phenaki(nn.Module):
         noise_k: float,
         generator: torch.Generator | None,
         decoding: str,
-    ) -> Tensor:
+    ) -> tuple[Tensor, int]:
         device, cvivit, steps = self._device(), self.cvivit, self.steps
         context, text_mask = self.encode_text(texts, text_embeds, text_mask)
         if context is not None:
@@ -435,7 +438,7 @@ class Phenaki(nn.Module):
         video = cvivit.decode_from_codebook_indices(
             rearrange(torch.cat((prime_ids, ids), dim=1), "b (t h w) -> b t h w", h=h, w=w)
         )
-        return video[:, :, prime_length:]
+        return video, prime_length
 
     def _guided_critic(
         self,
