@@ -395,3 +395,21 @@ def test_guidance_null_branch_is_trained() -> None:
     ids = model.cvivit(videos(), return_only_codebook_ids=True)
     model(video_codebook_ids=ids, text_embeds=embeds, text_mask=keep).backward()
     assert cross.to_kv.weight.grad is None or cross.to_kv.weight.grad.abs().sum() == 0
+
+
+def test_mismatched_critic_and_batches_are_value_errors() -> None:
+    critic = TokenCritic(
+        dim=16,
+        num_tokens=32,
+        max_seq_len=256,
+        depth=1,
+        heads=2,
+        dim_head=8,
+        has_cross_attn=True,
+        dim_context=DIM_CONTEXT + 4,
+    )
+    with pytest.raises(ValueError, match=r"critic.dim_context: expected MaskGit's 12, got 16"):
+        phenaki(critic=critic)
+    model = phenaki()
+    with pytest.raises(ValueError, match="context"):
+        model(videos(b=2), texts=["a", "b", "c"])

@@ -469,8 +469,10 @@ class MaskGit(nn.Module):
         if cond_scale == 1 or inputs[2] is None:
             h = self._embed(inputs)
             return h if return_embeds else self.to_logits(h)
-        h = self._embed(_doubled(inputs))
-        return _guide(h if return_embeds else self.to_logits(h), cond_scale)
+        # The head is linear and bias-free, so guiding the embeddings and then projecting equals
+        # guiding the logits, with half the (vocabulary-wide) head products.
+        h = _guide(self._embed(_doubled(inputs)), cond_scale)
+        return h if return_embeds else self.to_logits(h)
 
 
 # ------------------------------------------------------------------ critics

@@ -158,6 +158,15 @@ class Phenaki(nn.Module):
             )
         if critic is not None and critic.has_cross_attn and not conditional:
             raise ValueError("critic: has cross-attention but MaskGit is unconditional")
+        if (
+            critic is not None
+            and critic.has_cross_attn
+            and critic.dim_context != maskgit.dim_context
+        ):
+            raise ValueError(
+                f"critic.dim_context: expected MaskGit's {maskgit.dim_context}, got "
+                f"{critic.dim_context}"
+            )
         self.maskgit = maskgit
         self._tokenizer = _Frozen(cvivit.copy_for_eval().requires_grad_(False))
         self.tokenizer_folder: Path | None = None  # set by from_pretrained / save_pretrained
@@ -405,12 +414,18 @@ class Phenaki(nn.Module):
         )
         start = prime_ids.shape[1]
 
-        def logits_of(current: Tensor) -> Tensor:
+        def embeds_of(current: Tensor) -> Tensor:
+            """Guided final embeddings of the new tokens (MaskGit's head is linear and
+            bias-free: projecting them gives the guided logits)."""
             full = torch.cat((prime_ids, current), dim=1)
             out: Tensor = self.maskgit.forward_with_cond_scale(
-                full, cond_scale=cond_scale, video_patch_shape=grid, **text
+                full, cond_scale=cond_scale, video_patch_shape=grid, return_embeds=True, **text
             )
             return out[:, start:]
+
+        def logits_of(current: Tensor) -> Tensor:
+            out: Tensor = self.maskgit.to_logits(embeds_of(current))
+            return out
 
         for step in range(steps):
             if decoding == "reference":
@@ -419,18 +434,21 @@ class Phenaki(nn.Module):
                     chosen = scores.topk(min(count, n), dim=-1).indices
                     masked = torch.zeros_like(masked).scatter_(1, chosen, True)
                     ids = ids.masked_fill(masked, self.maskgit.mask_id)
-                logits = logits_of(ids)
+                # logits, samples and scores only where tokens are (re)drawn: the vocabulary-wide
+                # head and the Gumbel noise are most of a step's cost
+                logits = self.maskgit.to_logits(embeds_of(ids)[masked])  # (masked, vocabulary)
                 temperature = starting_temperature * (steps - step - 1) / steps
                 sampled = gumbel_sample(logits, temperature, generator)
-                ids = torch.where(masked, sampled, ids)
+                ids = ids.masked_scatter(masked, sampled)
                 if self.critic is not None:
                     critic_scores = self._guided_critic(prime_ids, ids, grid, cond_scale, text)
                     noise = torch.rand(scores.shape, generator=generator, device=device) - 0.5
                     scale = _noise_scale(self.critic_noise_anneal_schedule, step, steps)
                     scores = critic_scores + noise_k * noise * scale
                 else:
-                    probs = logits.softmax(dim=-1).gather(-1, ids[..., None])[..., 0]
-                    scores = (1 - probs).masked_fill(~masked, -1e4)
+                    picked = logits.gather(-1, sampled[:, None])[:, 0]
+                    probs = torch.exp(picked - logits.logsumexp(dim=-1))
+                    scores = torch.full_like(scores, -1e4).masked_scatter(masked, 1 - probs)
             else:
                 ids = self._maskgit_step(
                     ids, logits_of(ids), step, n, starting_temperature, generator
