@@ -128,3 +128,22 @@ def test_forward_errors() -> None:
         MPAttention(16)(torch.randn(2, 16))
     with pytest.raises(ValueError, match=r"expected tokens of shape \(b, n, 16\), got \(2, 3, 8\)"):
         MPFeedForward(16)(torch.randn(2, 3, 8))
+
+
+def test_rotate_positions_the_tokens_and_keeps_the_identity_rotation_exact() -> None:
+    torch.manual_seed(0)
+    module = MPAttention(16, heads=2, dim_head=8, num_mem_kv=2).eval()
+    x = torch.randn(3, 5, 16)
+    torch.testing.assert_close(module(x, rotate=lambda t: t), module(x))
+    flip = torch.tensor([0, 2, 1, 3, 4])
+
+    def rotate(t: torch.Tensor) -> torch.Tensor:  # a position-dependent rotation of each pair
+        angle = torch.arange(t.shape[-2], dtype=t.dtype)[:, None] * 0.7
+        even, odd = t[..., 0::2], t[..., 1::2]
+        return torch.stack(
+            (even * angle.cos() - odd * angle.sin(), even * angle.sin() + odd * angle.cos()), -1
+        ).flatten(-2)
+
+    # without positions, attention is permutation-equivariant; with them it is not
+    torch.testing.assert_close(module(x[:, flip])[:, flip], module(x))
+    assert not torch.allclose(module(x[:, flip], rotate=rotate)[:, flip], module(x, rotate=rotate))

@@ -78,3 +78,31 @@ def test_constructor_errors() -> None:
         PixelNorm(dim=1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"expected x of shape \(b,\), got \(2, 3\)"):
         MPFourierEmbedding(4)(torch.randn(2, 3))
+
+
+def test_gated_mp_sum_is_an_exact_identity_at_init_and_learns_its_balance() -> None:
+    from mp_layers import GatedMPSum
+
+    torch.manual_seed(0)
+    a, b = torch.randn(4, 64, 32), torch.randn(4, 64, 32)
+    gate = GatedMPSum(0.3)
+    assert torch.equal(gate(a, b), a)
+    out = gate(a, b)
+    out.pow(2).mean().backward()
+    assert gate.gain.grad is not None
+    assert gate.gain.grad != 0
+    with torch.no_grad():
+        gate.gain.fill_(1.0)
+    torch.testing.assert_close(gate(a, b), mp_sum(a, b, 0.3))
+    with torch.no_grad():
+        gate.gain.fill_(-2.7)  # any balance, negative included: still unit variance
+    assert gate(a, b).std().item() == pytest.approx(1.0, abs=0.03)
+
+
+def test_gated_mp_sum_rejects_a_balance_without_skip() -> None:
+    from mp_layers import GatedMPSum
+
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        GatedMPSum(1.0)
+    with pytest.raises(ValueError, match="t"):
+        GatedMPSum(1.5)

@@ -1,10 +1,41 @@
-"""Lumiere: inflate a frozen text-to-image U-Net into a space-time U-Net.
+"""lumiere-video: inflate a frozen (text-to-)image U-Net into a space-time video U-Net (Lumiere,
+arXiv 2401.12945), with plain or magnitude-preserving (EDM2) temporal blocks.
 
-Nothing is implemented yet: this package reserves its name and its place in the workspace. See the
-project's issues for the plan.
+Wrappers: `Lumiere`, `MPLumiere`. Temporal blocks (`lumiere.blocks`, `lumiere.mp_blocks`):
+`ConvolutionInflationBlock`, `AttentionInflationBlock`, `TemporalDownsample`, `TemporalUpsample`
+and their magnitude-preserving versions `MPConvolutionInflationBlock`,
+`MPAttentionInflationBlock`, `MPTemporalDownsample`, `MPTemporalUpsample`. Videos are
+`(b, c, t, h, w)`; every block also takes frames `(b·t, c, h, w)` with `batch_size=b`.
 """
 
 from importlib.metadata import version as _version
 
+from lumiere.blocks import (
+    AttentionInflationBlock,
+    ConvolutionInflationBlock,
+    TemporalDownsample,
+    TemporalUpsample,
+)
+from lumiere.mp_blocks import (
+    MPAttentionInflationBlock,
+    MPConvolutionInflationBlock,
+    MPTemporalDownsample,
+    MPTemporalUpsample,
+)
+from lumiere.wrapper import Lumiere, MPLumiere
+
 __version__: str = _version("lumiere-video")
-__all__: list[str] = []
+
+__all__ = [
+    "AttentionInflationBlock",
+    "ConvolutionInflationBlock",
+    "Lumiere",
+    "MPAttentionInflationBlock",
+    "MPConvolutionInflationBlock",
+    "MPLumiere",
+    "MPTemporalDownsample",
+    "MPTemporalUpsample",
+    "TemporalDownsample",
+    "TemporalUpsample",
+    "__version__",
+]

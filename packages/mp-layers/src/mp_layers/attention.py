@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
@@ -110,14 +112,21 @@ class MPAttention(nn.Module):
         self.to_out = MPLinear(hidden, dim)
         self.mem_kv = nn.Parameter(torch.randn(2, heads, num_mem_kv, dim_head))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *, rotate: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """`x (b, n, dim) -> (b, n, dim)`. `rotate`, if given, maps the pixel-normalised queries
+        and keys `(b, heads, n, dim_head)` of the sequence (not the memory keys) to rotated ones
+        of the same shape and norm, e.g. a rotary position embedding over `n`: logits stay cosine
+        similarities, and attention is no longer equivariant to permutations of `n`."""
         _check_tokens(self, x, self.dim)
         qkv = self.to_qkv(x)
         q, k, v = rearrange(qkv, "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads)
-        if self.num_mem_kv:
-            mem_k, mem_v = repeat(self.mem_kv.to(k.dtype), "kv h m d -> kv b h m d", b=x.shape[0])
-            k, v = torch.cat((mem_k, k), dim=-2), torch.cat((mem_v, v), dim=-2)
         q, k, v = (pixel_norm(t, dim=-1) for t in (q, k, v))
+        if rotate is not None:
+            q, k = rotate(q), rotate(k)
+        if self.num_mem_kv:
+            mem = pixel_norm(self.mem_kv.to(k.dtype), dim=-1)
+            mem_k, mem_v = repeat(mem, "kv h m d -> kv b h m d", b=x.shape[0])
+            k, v = torch.cat((mem_k, k), dim=-2), torch.cat((mem_v, v), dim=-2)
         out = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0
         )

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from mp_layers.functional import dropout, mp_cat, mp_silu, mp_sum, pixel_norm
 from mp_layers.validation import check_balance, check_eps, check_float, check_int
 
-__all__ = ["Dropout", "Gain", "MPCat", "MPSiLU", "MPSum", "PixelNorm"]
+__all__ = ["Dropout", "Gain", "GatedMPSum", "MPCat", "MPSiLU", "MPSum", "PixelNorm"]
 
 
 class MPSiLU(nn.Module):
@@ -45,6 +45,33 @@ class MPSum(nn.Module):
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return mp_sum(a, b, self.t)
+
+    def extra_repr(self) -> str:
+        return f"t={self.t}"
+
+
+class GatedMPSum(nn.Module):
+    """Magnitude-preserving residual sum whose balance is learned and starts at 0: an exact identity
+    at initialisation, for branches inserted into a trained network.
+
+    `forward(a, b) = (a + k b) / sqrt(1 + k^2)` with `k = g t / (1 - t)` and `g` a learned scalar
+    initialised to `init` (default 0). Dividing EDM2's eq. 88 by `1 - t` shows that this is
+    `mp_sum(a, b, t')` with `t' = k / (1 + k)`: magnitude-preserving for every `g` (unit-variance,
+    uncorrelated `a` and `b` give a unit-variance sum), equal to `a` at `g = 0` and to
+    `mp_sum(a, b, t)` at `g = 1`. `t` in [0, 1) is the weight of the branch `b` that `g = 1`
+    stands for (EDM2's residual balance, 0.3).
+    """
+
+    def __init__(self, t: float = 0.3, init: float = 0.0) -> None:
+        super().__init__()
+        self.t = check_balance("t", t)
+        if self.t == 1.0:
+            raise ValueError("t: expected a float in [0, 1), got 1.0 (the skip would vanish)")
+        self.gain = nn.Parameter(torch.tensor(check_float("init", init)))
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        k = self.gain * (self.t / (1.0 - self.t))
+        return (a + k.to(b.dtype) * b) * torch.rsqrt(1.0 + k * k).to(a.dtype)
 
     def extra_repr(self) -> str:
         return f"t={self.t}"
