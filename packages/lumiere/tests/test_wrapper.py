@@ -433,3 +433,22 @@ def test_deep_copies_keep_their_own_temporal_blocks() -> None:
         expected = per_frame(wrapper.model, video, timestep=time, class_labels=labels)
         torch.testing.assert_close(original, expected, atol=1e-6, rtol=0)
         assert not torch.allclose(twin(video, timestep=time, class_labels=labels).sample, original)
+
+
+@pytest.mark.parametrize("klass", [Lumiere, MPLumiere])
+def test_torch_compile_traces_the_wrapper_in_one_graph(klass: type[Lumiere]) -> None:
+    import torch._dynamo as dynamo
+
+    wrapper = wrap(klass)
+    video, time, labels = clip(), torch.tensor([3, 4]), torch.tensor([0, 1])
+    explanation = dynamo.explain(wrapper)(video, timestep=time, class_labels=labels)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+    dynamo.reset()
+    if klass is MPLumiere:
+        return  # one compiled run (below) is enough to show the traced graph runs and trains
+    compiled = torch.compile(wrapper, backend="aot_eager")
+    out = compiled(video, timestep=time, class_labels=labels).sample
+    torch.testing.assert_close(out, wrapper(video, timestep=time, class_labels=labels).sample)
+    out.square().mean().backward()
+    assert all(p.grad is not None for p in wrapper.convs.parameters())
