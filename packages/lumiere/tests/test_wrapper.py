@@ -246,14 +246,18 @@ def test_blocks_are_built_in_execution_order_with_inferred_channels() -> None:
     assert [block.dim for block in wrapper.convs] == [8, 16, 16]
 
 
-def test_one_shape_inference_forward_with_every_group_hooked() -> None:
-    base = unet2d()
-    calls = []
-    base.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
-    wrap(base=base, downsample_module_names=DOWN, upsample_module_names=UP)
-    # the hook was deep-copied with the base: one shape pass on one image, one check pass on a
-    # constant clip of downsample_factor frames
-    assert calls == [1, 2]
+def test_construction_runs_the_base_once_with_every_group_hooked() -> None:
+    for resampling, frames in (
+        ({}, 1),
+        ({"downsample_module_names": DOWN, "upsample_module_names": UP}, 2),
+    ):
+        base = unet2d()
+        calls = []
+        base.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+        wrap(base=base, **resampling)
+        # the hook was deep-copied with the base: one pass, on a constant clip of
+        # downsample_factor frames (the reference ran one forward per group)
+        assert calls == [frames]
 
 
 def test_unknown_module_names_are_named() -> None:
