@@ -263,6 +263,8 @@ def test_mp_inflation_block_at_unit_gain_is_edm2_mp_sum_with_t_the_branch_weight
     (branch,) = captured
     if kind == "mp_attn":  # proj_out works on per-pixel sequences `(b h w) t c`
         branch = rearrange(branch, "(b h w) t c -> b c t h w", b=B, h=H, w=W)
+    else:  # the convolution's proj_out works on time series `(b, c, t, h·w)`
+        branch = branch.reshape(B, -1, branch.shape[2], H, W)
     assert max_diff(branch, x) > 1e-2  # a real branch
     assert max_diff(out, mp_sum(x, branch, mp_add_t)) <= 1e-5
     # the residual balance is not reversed (the reference gave the branch 1 - t)
@@ -303,15 +305,15 @@ def test_mp_blocks_are_built_from_mp_layers_modules_only(kind: str) -> None:
             assert type(module).__module__.startswith("mp_layers."), type(module)
     if kind == "mp_conv":
         assert isinstance(block.spatial_conv, MPConv2d)
-        assert isinstance(block.temporal_conv, MPConv3d)
-        assert isinstance(block.proj_out, MPConv3d)
+        assert isinstance(block.temporal_conv, MPConv2d)
+        assert isinstance(block.proj_out, MPConv2d)
         assert isinstance(block.residual, GatedMPSum)
     elif kind == "mp_attn":
         assert all(isinstance(attention, MPAttention) for attention in block.attentions)
         assert isinstance(block.proj_out, MPLinear)
         assert isinstance(block.residual, GatedMPSum)
     else:
-        assert isinstance(block.conv, MPConv3d)
+        assert isinstance(block.conv, MPConv2d)
 
 
 def forced_weight_norm_layers(block: nn.Module) -> Iterator[MPLinear | MPConv2d | MPConv3d]:

@@ -24,6 +24,9 @@ CONV = ["down_blocks.0.resnets.0", "down_blocks.1.resnets.0", "up_blocks.0.resne
 ATTN = ["mid_block"]
 DOWN = ["down_blocks.0.downsamplers.0"]
 UP = ["up_blocks.0.upsamplers.0"]
+# The wrapper runs the base in channels-last memory format: equal to the channel-first base up to
+# rounding (exactly equal with channels_last=False, tested below).
+ROUNDING = {"atol": 1e-5, "rtol": 1e-5}
 
 
 def wrap(klass: type[Lumiere] = Lumiere, base: nn.Module | None = None, **kwargs: Any) -> Lumiere:
@@ -66,7 +69,17 @@ def test_class_conditional_unet_is_reproduced_exactly_at_init(klass: type[Lumier
         out = wrapper(video, timestep=time, class_labels=labels).sample
         expected = per_frame(base, video, timestep=time, class_labels=labels)
     assert out.shape == video.shape
-    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out, expected, **ROUNDING)
+
+
+def test_channel_first_wrapper_reproduces_the_base_bit_for_bit() -> None:
+    base = unet2d()
+    wrapper = wrap(Lumiere, base, channels_last=False)
+    video, labels, time = clip(), torch.tensor([1, 3]), torch.tensor([10, 500])
+    with torch.no_grad():
+        out = wrapper(video, timestep=time, class_labels=labels).sample
+        expected = per_frame(base, video, timestep=time, class_labels=labels)
+    assert torch.equal(out, expected)
 
 
 def test_text_conditional_unet_with_cross_attention_and_masks() -> None:
@@ -88,7 +101,7 @@ def test_text_conditional_unet_with_cross_attention_and_masks() -> None:
         expected = per_frame(
             base, video, timestep=time, encoder_hidden_states=context, encoder_attention_mask=mask
         )
-    torch.testing.assert_close(out.sample, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.sample, expected, **ROUNDING)
 
 
 def test_positional_and_keyword_calls_agree_and_return_dict_false_gives_a_tuple() -> None:
@@ -111,7 +124,7 @@ def test_per_frame_conditioning_passes_through_and_scalar_time_broadcasts() -> N
         out = wrapper(video, timestep=7, class_labels=labels).sample
         frames = video[0].transpose(0, 1)
         expected = base(frames, 7, class_labels=labels).sample.transpose(0, 1)[None]
-    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out, expected, **ROUNDING)
 
 
 def test_conditioning_with_a_foreign_batch_size_is_a_clear_error() -> None:
@@ -135,7 +148,7 @@ def test_any_frame_count_and_frame_sizes_other_than_square(frames: int) -> None:
         expected = per_frame(
             base, video, timestep=torch.tensor([5]), class_labels=torch.tensor([2])
         )
-    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out, expected, **ROUNDING)
 
 
 def test_mp_unet_wrapped_by_mp_lumiere_is_identity_at_init_and_called_by_keywords(
@@ -154,7 +167,7 @@ def test_mp_unet_wrapped_by_mp_lumiere_is_identity_at_init_and_called_by_keyword
     with torch.no_grad():
         out = wrapper(video, sigma=sigma)
         expected = per_frame(mp_unet, video, sigma=sigma)
-    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out, expected, **ROUNDING)
     assert all(isinstance(block, MPConvolutionInflationBlock) for block in wrapper.convs)
 
 
@@ -246,18 +259,18 @@ def test_blocks_are_built_in_execution_order_with_inferred_channels() -> None:
     assert [block.dim for block in wrapper.convs] == [8, 16, 16]
 
 
-def test_construction_runs_the_base_once_with_every_group_hooked() -> None:
-    for resampling, frames in (
-        ({}, 1),
-        ({"downsample_module_names": DOWN, "upsample_module_names": UP}, 2),
-    ):
-        base = unet2d()
-        calls = []
-        base.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
-        wrap(base=base, **resampling)
-        # the hook was deep-copied with the base: one pass, on a constant clip of
-        # downsample_factor frames (the reference ran one forward per group)
-        assert calls == [frames]
+@pytest.mark.parametrize("resampling", [False, True])
+def test_construction_runs_the_base_once_with_every_group_hooked(resampling: bool) -> None:
+    base = unet2d()
+    calls: list[int] = []
+    base.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    if resampling:
+        wrap(base=base, downsample_module_names=DOWN, upsample_module_names=UP)
+    else:
+        wrap(base=base)
+    # the hook was deep-copied with the base: one pass, on a constant clip of
+    # downsample_factor frames (the reference ran one forward per group)
+    assert calls == [2 if resampling else 1]
 
 
 def test_unknown_module_names_are_named() -> None:
@@ -435,7 +448,7 @@ def test_deep_copies_keep_their_own_temporal_blocks() -> None:
         video, time, labels = clip(), torch.tensor([1, 2]), torch.tensor([0, 1])
         original = wrapper(video, timestep=time, class_labels=labels).sample
         expected = per_frame(wrapper.model, video, timestep=time, class_labels=labels)
-        torch.testing.assert_close(original, expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(original, expected, **ROUNDING)
         assert not torch.allclose(twin(video, timestep=time, class_labels=labels).sample, original)
 
 

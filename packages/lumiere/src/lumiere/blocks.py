@@ -25,7 +25,7 @@ from x_transformers.x_transformers import (
     RotaryEmbedding,
 )
 
-from lumiere.layout import Layout
+from lumiere.layout import Layout, time_series, video_from_series
 from mp_layers.functional import pixel_norm
 from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_int
@@ -113,9 +113,10 @@ class ConvolutionInflationBlock(nn.Module):
         self.time_dim = check_optional_int("time_dim", time_dim)
         self.spatial_conv = nn.Conv2d(dim, dim, k2, padding=k2 // 2)
         self.spatial_norm = ChannelRMSNorm(dim)
-        self.temporal_conv = nn.Conv3d(dim, dim, (k1, 1, 1), padding=(k1 // 2, 0, 0))
+        # over (b, c, t, h·w): a (k1, 1) kernel convolves over time (lumiere.layout)
+        self.temporal_conv = nn.Conv2d(dim, dim, (k1, 1), padding=(k1 // 2, 0))
         self.temporal_norm = ChannelRMSNorm(dim)
-        self.proj_out = nn.Conv3d(dim, dim, 1)
+        self.proj_out = nn.Conv2d(dim, dim, 1)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)  # type: ignore[arg-type]
 
@@ -128,11 +129,12 @@ class ConvolutionInflationBlock(nn.Module):
             channel_last=self.channel_last,
             time_dim=self.time_dim,
         )
-        b = video.shape[0]
+        b, _, _, height, width = video.shape
         frames = x if layout.frames and not layout.channel_last else frames_of(video)
         h = F.silu(self.spatial_norm(self.spatial_conv(frames)))
-        h = F.silu(self.temporal_norm(self.temporal_conv(video_of(h, b))))
-        return layout.restore(video + self.proj_out(h))
+        h = F.silu(self.temporal_norm(self.temporal_conv(time_series(video_of(h, b)))))
+        update = video_from_series(self.proj_out(h), height, width)
+        return layout.restore(video + update)
 
 
 class AttentionInflationBlock(nn.Module):
@@ -191,14 +193,14 @@ class AttentionInflationBlock(nn.Module):
         return layout.restore(video + update)
 
 
-def _set_interpolation_kernel(conv: nn.Conv3d | nn.ConvTranspose3d, taps: list[float]) -> None:
+def _set_interpolation_kernel(conv: nn.Conv2d | nn.ConvTranspose2d, taps: list[float]) -> None:
     """Zero `conv`, then put `taps` on its per-channel diagonal (channel i reads only channel i)."""
     with torch.no_grad():
         conv.weight.zero_()
         if conv.bias is not None:
             conv.bias.zero_()
         index = torch.arange(conv.weight.shape[0])
-        conv.weight[index, index, :, 0, 0] = torch.tensor(taps)
+        conv.weight[index, index, :, 0] = torch.tensor(taps)
 
 
 class TemporalDownsample(nn.Module):
@@ -217,7 +219,7 @@ class TemporalDownsample(nn.Module):
         self.dim = check_int("dim", dim)
         self.channel_last = channel_last
         self.time_dim = check_optional_int("time_dim", time_dim)
-        self.conv = nn.Conv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1))
+        self.conv = nn.Conv2d(dim, dim, (3, 1), stride=(2, 1))  # over (b, c, t, h·w)
         _set_interpolation_kernel(self.conv, [0.25, 0.5, 0.25])
 
     def forward(self, x: Tensor, batch_size: int | None = None) -> Tensor:
@@ -233,8 +235,8 @@ class TemporalDownsample(nn.Module):
             raise ValueError(
                 f"TemporalDownsample: expected at least 2 frames to halve, got {video.shape[2]}"
             )
-        padded = F.pad(video, (0, 0, 0, 0, 1, 1), mode="replicate")
-        return layout.restore(self.conv(padded))
+        padded = F.pad(time_series(video), (0, 0, 1, 1), mode="replicate")
+        return layout.restore(video_from_series(self.conv(padded), *video.shape[3:]))
 
 
 class TemporalUpsample(nn.Module):
@@ -252,7 +254,7 @@ class TemporalUpsample(nn.Module):
         self.dim = check_int("dim", dim)
         self.channel_last = channel_last
         self.time_dim = check_optional_int("time_dim", time_dim)
-        self.conv = nn.ConvTranspose3d(dim, dim, (3, 1, 1), stride=(2, 1, 1), padding=(1, 0, 0))
+        self.conv = nn.ConvTranspose2d(dim, dim, (3, 1), stride=(2, 1), padding=(1, 0))
         _set_interpolation_kernel(self.conv, [0.5, 1.0, 0.5])
 
     def forward(self, x: Tensor, batch_size: int | None = None) -> Tensor:
@@ -265,5 +267,6 @@ class TemporalUpsample(nn.Module):
             time_dim=self.time_dim,
         )
         t = video.shape[2]
-        padded = F.pad(video, (0, 0, 0, 0, 0, 1), mode="replicate")
-        return layout.restore(self.conv(padded)[:, :, : 2 * t])
+        padded = F.pad(time_series(video), (0, 0, 0, 1), mode="replicate")
+        series = self.conv(padded)[:, :, : 2 * t]
+        return layout.restore(video_from_series(series, *video.shape[3:]))

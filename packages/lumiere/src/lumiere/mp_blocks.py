@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from x_transformers.x_transformers import RotaryEmbedding, apply_rotary_pos_emb
 
 from lumiere.blocks import check_odd, check_optional_int, frames_of, rotary_dim, video_of
-from lumiere.layout import Layout
-from mp_layers import Dropout, GatedMPSum, MPAttention, MPConv2d, MPConv3d, MPLinear, mp_silu
+from lumiere.layout import Layout, time_series, video_from_series
+from mp_layers import Dropout, GatedMPSum, MPAttention, MPConv2d, MPLinear, mp_silu
 from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_balance, check_float, check_int
 
@@ -65,9 +65,10 @@ class MPConvolutionInflationBlock(nn.Module):
         self.channel_last = channel_last
         self.time_dim = check_optional_int("time_dim", time_dim)
         self.spatial_conv = MPConv2d(dim, dim, k2)
-        self.temporal_conv = MPConv3d(dim, dim, (k1, 1, 1))
+        # over (b, c, t, h·w): a (k1, 1) kernel convolves over time (lumiere.layout)
+        self.temporal_conv = MPConv2d(dim, dim, (k1, 1))
         self.dropout = Dropout(check_float("dropout", dropout, low=0.0, high=1.0))
-        self.proj_out = MPConv3d(dim, dim, 1)
+        self.proj_out = MPConv2d(dim, dim, 1)
         self.residual = GatedMPSum(_check_mp_add_t(mp_add_t))
 
     def forward(self, x: Tensor, batch_size: int | None = None) -> Tensor:
@@ -79,10 +80,12 @@ class MPConvolutionInflationBlock(nn.Module):
             channel_last=self.channel_last,
             time_dim=self.time_dim,
         )
+        b, _, _, height, width = video.shape
         frames = x if layout.frames and not layout.channel_last else frames_of(video)
         h = mp_silu(self.spatial_conv(frames))
-        h = self.dropout(mp_silu(self.temporal_conv(video_of(h, video.shape[0]).contiguous())))
-        return layout.restore(self.residual(video, self.proj_out(h)))
+        h = self.dropout(mp_silu(self.temporal_conv(time_series(video_of(h, b)))))
+        update = video_from_series(self.proj_out(h), height, width)
+        return layout.restore(self.residual(video, update))
 
 
 class MPAttentionInflationBlock(nn.Module):
@@ -143,11 +146,12 @@ class MPAttentionInflationBlock(nn.Module):
 
 def _resample_frames(video: Tensor, frames: int) -> Tensor:
     """Linear interpolation of `video (b, c, t, h, w)` to `frames` frames (half-pixel centres, so
-    halving averages frame pairs and a constant clip stays constant)."""
-    _, c, _, h, w = video.shape
-    series = rearrange(video, "b c t h w -> b (c h w) t")
-    resized = F.interpolate(series, size=frames, mode="linear", align_corners=False)
-    return rearrange(resized, "b (c h w) t -> b c t h w", c=c, h=h, w=w)
+    halving averages frame pairs and a constant clip stays constant), as `(b, c, frames, h·w)`
+    (bilinear over `(t, h·w)`, the identity along `h·w`)."""
+    series = time_series(video)
+    return F.interpolate(
+        series, size=(frames, series.shape[3]), mode="bilinear", align_corners=False
+    )
 
 
 class MPTemporalDownsample(nn.Module):
@@ -163,7 +167,7 @@ class MPTemporalDownsample(nn.Module):
         self.dim = check_int("dim", dim)
         self.channel_last = channel_last
         self.time_dim = check_optional_int("time_dim", time_dim)
-        self.conv = MPConv3d(dim, dim, (3, 1, 1), init_dirac=True)
+        self.conv = MPConv2d(dim, dim, (3, 1), init_dirac=True)  # over (b, c, t, h·w)
 
     def forward(self, x: Tensor, batch_size: int | None = None) -> Tensor:
         layout, video = Layout.of(
@@ -178,7 +182,8 @@ class MPTemporalDownsample(nn.Module):
             raise ValueError(
                 f"MPTemporalDownsample: expected at least 2 frames to halve, got {video.shape[2]}"
             )
-        return layout.restore(self.conv(_resample_frames(video, video.shape[2] // 2)))
+        series = self.conv(_resample_frames(video, video.shape[2] // 2))
+        return layout.restore(video_from_series(series, *video.shape[3:]))
 
 
 class MPTemporalUpsample(nn.Module):
@@ -194,7 +199,7 @@ class MPTemporalUpsample(nn.Module):
         self.dim = check_int("dim", dim)
         self.channel_last = channel_last
         self.time_dim = check_optional_int("time_dim", time_dim)
-        self.conv = MPConv3d(dim, dim, (3, 1, 1), init_dirac=True)
+        self.conv = MPConv2d(dim, dim, (3, 1), init_dirac=True)  # over (b, c, t, h·w)
 
     def forward(self, x: Tensor, batch_size: int | None = None) -> Tensor:
         layout, video = Layout.of(
@@ -205,4 +210,5 @@ class MPTemporalUpsample(nn.Module):
             channel_last=self.channel_last,
             time_dim=self.time_dim,
         )
-        return layout.restore(self.conv(_resample_frames(video, 2 * video.shape[2])))
+        series = self.conv(_resample_frames(video, 2 * video.shape[2]))
+        return layout.restore(video_from_series(series, *video.shape[3:]))

@@ -71,7 +71,7 @@ class GatedMPSum(nn.Module):
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         k = self.gain * (self.t / (1.0 - self.t))
-        return (a + k.to(b.dtype) * b) * torch.rsqrt(1.0 + k * k).to(a.dtype)
+        return (a + k.to(b.dtype) * b) / torch.sqrt(1.0 + k * k).to(a.dtype)  # exact at k = 0
 
     def extra_repr(self) -> str:
         return f"t={self.t}"
