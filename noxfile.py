@@ -6,8 +6,9 @@ dependency versions), bench (every package's benchmark scripts), bench_reference
 against the reference implementation, installed in a separate environment), parity (video-ddpm
 against video-diffusion-pytorch 0.6.1 and 0.7.0 through converted checkpoints),
 bench_reference_vdm (video-ddpm against video-diffusion-pytorch 0.6.1),
-bench_reference_phenaki (phenaki's CViViT against phenaki-pytorch 0.5.0) and
-bench_reference_maskgit (phenaki's MaskGit and sampling against phenaki-pytorch 0.5.0).
+bench_reference_phenaki (phenaki's CViViT against phenaki-pytorch 0.5.0),
+bench_reference_maskgit (phenaki's MaskGit and sampling against phenaki-pytorch 0.5.0) and
+bench_reference_lumiere (lumiere-video's Lumiere against lumiere-pytorch 0.0.24).
 
 Packages are discovered from packages/*/pyproject.toml. A missing interpreter is an error. On a
 machine whose interpreters live under pyenv, their folders are put on PATH here, so that nothing
@@ -281,4 +282,30 @@ def bench_reference_maskgit(session: nox.Session) -> None:
     _sync(session, "--all-packages", "--all-extras")
     python = _reference_venv(session, "phenaki-0.5.0", "phenaki-pytorch==0.5.0")
     script = PACKAGES["phenaki"] / "benchmarks" / "bench_maskgit_vs_reference.py"
+    session.run("python", str(script), f"--ref-python={python}", *session.posargs)
+
+
+@nox.session(python=MAIN_PYTHON, default=False)
+def bench_reference_lumiere(session: nox.Session) -> None:
+    """lumiere-video's Lumiere (construction, train step) against lumiere-pytorch==0.0.24, with
+    the session's diffusers and x-transformers in its venv too (same base U-Net on both sides)."""
+    _sync(session, "--all-packages", "--all-extras")
+    python = _reference_venv(session, "lumiere-0.0.24", "lumiere-pytorch==0.0.24")
+    pins = session.run(
+        "python",
+        "-c",
+        "import importlib.metadata as m; "
+        "print(*(f'{d}=={m.version(d)}' for d in ('diffusers', 'x-transformers')))",
+        silent=True,
+    )
+    session.run(
+        "uv",
+        "pip",
+        "install",
+        f"--python={python}",
+        *str(pins).strip().splitlines()[-1].split(),
+        f"torch=={_torch_version(session)}",
+        external=True,
+    )
+    script = PACKAGES["lumiere-video"] / "benchmarks" / "bench_vs_reference.py"
     session.run("python", str(script), f"--ref-python={python}", *session.posargs)
