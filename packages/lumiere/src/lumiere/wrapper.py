@@ -677,7 +677,7 @@ class Lumiere(nn.Module):
             upsample_kwargs=groups["upsample"]["kwargs"],
             example_kwargs=example_kwargs,
             freeze_base=freeze_base,
-            **chosen,
+            **chosen,  # type: ignore[arg-type]
         )
         wrapper.load_temporal(directory)
         return wrapper
