@@ -222,10 +222,6 @@ class Lumiere(nn.Module):
         freeze_base: set `requires_grad=False` on the base's parameters.
         check_init: require every temporal block to be an identity on the construction pass's
             constant clip (module docstring), so that the wrapped model starts as the base.
-        channels_last: run the base (its copy's weights and the frames) in channels-last memory
-            format, which oneDNN convolves about 2x faster on CPU (forward and backward of this
-            package's benchmark U-Net at 8 frames of 64x64) and which the temporal blocks read
-            without copies. The results equal the channel-first computation up to rounding.
 
     Calling `self.model(...)` directly runs the plain image model: the temporal blocks act only
     inside `forward`.
@@ -261,7 +257,6 @@ class Lumiere(nn.Module):
         example_kwargs: Mapping[str, Any] | None = None,
         freeze_base: bool = True,
         check_init: bool = True,
-        channels_last: bool = True,
     ) -> None:
         super().__init__()
         self.image_size = _size_pair(image_size)
@@ -294,9 +289,6 @@ class Lumiere(nn.Module):
         self.model = deepcopy(model)
         if freeze_base:
             self.model.requires_grad_(False)
-        self.channels_last = channels_last
-        if channels_last:
-            self.model.to(memory_format=torch.channels_last)
         modules = dict(self.model.named_modules())
         for group, group_names in names.items():
             missing = [name for name in group_names if name not in modules or not name]
@@ -503,8 +495,6 @@ class Lumiere(nn.Module):
         b, _, t = video.shape[:3]
         args, kwargs = _broadcast_conditioning((args, kwargs), b, t)
         frames = rearrange(video, "b c t h w -> (b t) c h w")
-        if self.channels_last:
-            frames = frames.contiguous(memory_format=torch.channels_last)
         self._frames.batch_size = b
         try:
             return self.model(frames, *args, **kwargs)
