@@ -25,7 +25,7 @@ from x_transformers.x_transformers import (
     RotaryEmbedding,
 )
 
-from lumiere.layout import Layout, time_series, video_from_series
+from lumiere.layout import TemporalBlock, time_series, video_from_series
 from mp_layers.functional import pixel_norm
 from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_int
@@ -45,10 +45,6 @@ def check_odd(name: str, value: int) -> int:
     if value % 2 == 0:
         raise ValueError(f"{name}: expected an odd kernel size, got {value}")
     return value
-
-
-def check_optional_int(name: str, value: int | None) -> int | None:
-    return None if value is None else check_int(name, value)
 
 
 class ChannelRMSNorm(nn.Module):
@@ -87,7 +83,7 @@ def rotary_dim(dim_head: int) -> int:
     return max(2, min(dim_head, max(dim_head // 2, 16)) // 2 * 2)
 
 
-class ConvolutionInflationBlock(nn.Module):
+class ConvolutionInflationBlock(TemporalBlock):
     """Factorised space-time convolution with a residual, identity at init: `(…, dim, …)` → same.
 
     `out = x + P(silu(N2(T(silu(N1(S(x)))))))` with `S` a `conv2d_kernel_size` convolution over
@@ -105,12 +101,9 @@ class ConvolutionInflationBlock(nn.Module):
         channel_last: bool = False,
         time_dim: int | None = None,
     ) -> None:
-        super().__init__()
-        self.dim = check_int("dim", dim)
+        super().__init__(dim, channel_last, time_dim)
         k2 = check_odd("conv2d_kernel_size", conv2d_kernel_size)
         k1 = check_odd("conv1d_kernel_size", conv1d_kernel_size)
-        self.channel_last = channel_last
-        self.time_dim = check_optional_int("time_dim", time_dim)
         self.spatial_conv = nn.Conv2d(dim, dim, k2, padding=k2 // 2)
         self.spatial_norm = ChannelRMSNorm(dim)
         # over (b, c, t, h·w): a (k1, 1) kernel convolves over time (lumiere.layout)
@@ -121,14 +114,7 @@ class ConvolutionInflationBlock(nn.Module):
         nn.init.zeros_(self.proj_out.bias)  # type: ignore[arg-type]
 
     def forward(self, x: Tensor, batch_size: int | None = None) -> Tensor:
-        layout, video = Layout.of(
-            self,
-            x,
-            batch_size,
-            channels=self.dim,
-            channel_last=self.channel_last,
-            time_dim=self.time_dim,
-        )
+        layout, video = self.to_video(x, batch_size)
         b, _, _, height, width = video.shape
         frames = x if layout.frames and not layout.channel_last else frames_of(video)
         h = F.silu(self.spatial_norm(self.spatial_conv(frames)))
@@ -137,7 +123,7 @@ class ConvolutionInflationBlock(nn.Module):
         return layout.restore(video + update)
 
 
-class AttentionInflationBlock(nn.Module):
+class AttentionInflationBlock(TemporalBlock):
     """Attention over frames with a residual, identity at init: `(…, dim, …)` → same.
 
     The video becomes `b·h·w` sequences of `t` tokens; `depth` layers of x-transformers
@@ -158,11 +144,8 @@ class AttentionInflationBlock(nn.Module):
         channel_last: bool = False,
         **attn_kwargs: object,
     ) -> None:
-        super().__init__()
-        self.dim = check_int("dim", dim)
+        super().__init__(dim, channel_last, time_dim)
         check_int("depth", depth)
-        self.channel_last = channel_last
-        self.time_dim = check_optional_int("time_dim", time_dim)
         self.residual_attn = residual_attn
         dim_head = attn_kwargs.get("dim_head", 64)
         if not isinstance(dim_head, int) or isinstance(dim_head, bool) or dim_head < 1:
@@ -175,14 +158,7 @@ class AttentionInflationBlock(nn.Module):
         nn.init.zeros_(self.proj_out.bias)
 
     def forward(self, x: Tensor, batch_size: int | None = None) -> Tensor:
-        layout, video = Layout.of(
-            self,
-            x,
-            batch_size,
-            channels=self.dim,
-            channel_last=self.channel_last,
-            time_dim=self.time_dim,
-        )
+        layout, video = self.to_video(x, batch_size)
         b, _, t, h, w = video.shape
         tokens = rearrange(video, "b c t h w -> (b h w) t c")
         rotary = temporal_rotary(self.rotary, t)
@@ -203,7 +179,7 @@ def _set_interpolation_kernel(conv: nn.Conv2d | nn.ConvTranspose2d, taps: list[f
         conv.weight[index, index, :, 0] = torch.tensor(taps)
 
 
-class TemporalDownsample(nn.Module):
+class TemporalDownsample(TemporalBlock):
     """Halve the frames: `(…, dim, t, …)` → `(…, dim, ceil(t / 2), …)`, t >= 2.
 
     A learned stride-2 convolution over time, kernel 3, initialised to the linear-interpolation
@@ -215,22 +191,12 @@ class TemporalDownsample(nn.Module):
 
     @typechecked
     def __init__(self, dim: int, channel_last: bool = False, time_dim: int | None = None) -> None:
-        super().__init__()
-        self.dim = check_int("dim", dim)
-        self.channel_last = channel_last
-        self.time_dim = check_optional_int("time_dim", time_dim)
+        super().__init__(dim, channel_last, time_dim)
         self.conv = nn.Conv2d(dim, dim, (3, 1), stride=(2, 1))  # over (b, c, t, h·w)
         _set_interpolation_kernel(self.conv, [0.25, 0.5, 0.25])
 
     def forward(self, x: Tensor, batch_size: int | None = None) -> Tensor:
-        layout, video = Layout.of(
-            self,
-            x,
-            batch_size,
-            channels=self.dim,
-            channel_last=self.channel_last,
-            time_dim=self.time_dim,
-        )
+        layout, video = self.to_video(x, batch_size)
         if video.shape[2] < 2:
             raise ValueError(
                 f"TemporalDownsample: expected at least 2 frames to halve, got {video.shape[2]}"
@@ -239,7 +205,7 @@ class TemporalDownsample(nn.Module):
         return layout.restore(video_from_series(self.conv(padded), *video.shape[3:]))
 
 
-class TemporalUpsample(nn.Module):
+class TemporalUpsample(TemporalBlock):
     """Double the frames: `(…, dim, t, …)` → `(…, dim, 2t, …)`.
 
     A learned stride-2 transposed convolution over time, kernel 3, initialised to linear
@@ -250,22 +216,12 @@ class TemporalUpsample(nn.Module):
 
     @typechecked
     def __init__(self, dim: int, channel_last: bool = False, time_dim: int | None = None) -> None:
-        super().__init__()
-        self.dim = check_int("dim", dim)
-        self.channel_last = channel_last
-        self.time_dim = check_optional_int("time_dim", time_dim)
+        super().__init__(dim, channel_last, time_dim)
         self.conv = nn.ConvTranspose2d(dim, dim, (3, 1), stride=(2, 1), padding=(1, 0))
         _set_interpolation_kernel(self.conv, [0.5, 1.0, 0.5])
 
     def forward(self, x: Tensor, batch_size: int | None = None) -> Tensor:
-        layout, video = Layout.of(
-            self,
-            x,
-            batch_size,
-            channels=self.dim,
-            channel_last=self.channel_last,
-            time_dim=self.time_dim,
-        )
+        layout, video = self.to_video(x, batch_size)
         t = video.shape[2]
         padded = F.pad(time_series(video), (0, 0, 0, 1), mode="replicate")
         series = self.conv(padded)[:, :, : 2 * t]

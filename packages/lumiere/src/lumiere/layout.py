@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from mp_layers.validation import check_floating
+from mp_layers.validation import check_floating, check_int
 
-__all__ = ["Layout", "time_series", "video_from_series"]
+__all__ = ["Layout", "TemporalBlock", "time_series", "video_from_series"]
 
 
 def time_series(video: Tensor) -> Tensor:
@@ -110,3 +110,24 @@ class Layout:
         else:
             out = video
         return out.movedim(1, -1) if self.channel_last else out
+
+
+class TemporalBlock(nn.Module):
+    """What every temporal block shares: its channels `dim`, `channel_last`, an optional fixed
+    `time_dim`, and `to_video(x, batch_size)`, the input as a video plus its `Layout`."""
+
+    def __init__(self, dim: int, channel_last: bool, time_dim: int | None) -> None:
+        super().__init__()
+        self.dim = check_int("dim", dim)
+        self.channel_last = channel_last
+        self.time_dim = None if time_dim is None else check_int("time_dim", time_dim)
+
+    def to_video(self, x: Tensor, batch_size: int | None) -> tuple[Layout, Tensor]:
+        return Layout.of(
+            self,
+            x,
+            batch_size,
+            channels=self.dim,
+            channel_last=self.channel_last,
+            time_dim=self.time_dim,
+        )

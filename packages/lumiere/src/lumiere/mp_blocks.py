@@ -17,8 +17,8 @@ from einops import rearrange
 from torch import Tensor, nn
 from x_transformers.x_transformers import RotaryEmbedding, apply_rotary_pos_emb
 
-from lumiere.blocks import check_odd, check_optional_int, frames_of, rotary_dim, video_of
-from lumiere.layout import Layout, time_series, video_from_series
+from lumiere.blocks import check_odd, frames_of, rotary_dim, video_of
+from lumiere.layout import TemporalBlock, time_series, video_from_series
 from mp_layers import Dropout, GatedMPSum, MPAttention, MPConv2d, MPLinear, mp_silu
 from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_balance, check_float, check_int
@@ -38,7 +38,7 @@ def _check_mp_add_t(value: float) -> float:
     return t
 
 
-class MPConvolutionInflationBlock(nn.Module):
+class MPConvolutionInflationBlock(TemporalBlock):
     """Magnitude-preserving factorised space-time convolution, identity at init.
 
     `out = GatedMPSum(x, P(drop(mp_silu(T(mp_silu(S(x)))))))` with forced-weight-normalised,
@@ -58,12 +58,9 @@ class MPConvolutionInflationBlock(nn.Module):
         mp_add_t: float = 0.3,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.dim = check_int("dim", dim)
+        super().__init__(dim, channel_last, time_dim)
         k2 = check_odd("conv2d_kernel_size", conv2d_kernel_size)
         k1 = check_odd("conv1d_kernel_size", conv1d_kernel_size)
-        self.channel_last = channel_last
-        self.time_dim = check_optional_int("time_dim", time_dim)
         self.spatial_conv = MPConv2d(dim, dim, k2)
         # over (b, c, t, h·w): a (k1, 1) kernel convolves over time (lumiere.layout)
         self.temporal_conv = MPConv2d(dim, dim, (k1, 1))
@@ -72,14 +69,7 @@ class MPConvolutionInflationBlock(nn.Module):
         self.residual = GatedMPSum(_check_mp_add_t(mp_add_t))
 
     def forward(self, x: Tensor, batch_size: int | None = None) -> Tensor:
-        layout, video = Layout.of(
-            self,
-            x,
-            batch_size,
-            channels=self.dim,
-            channel_last=self.channel_last,
-            time_dim=self.time_dim,
-        )
+        layout, video = self.to_video(x, batch_size)
         b, _, _, height, width = video.shape
         frames = x if layout.frames and not layout.channel_last else frames_of(video)
         h = mp_silu(self.spatial_conv(frames))
@@ -88,7 +78,7 @@ class MPConvolutionInflationBlock(nn.Module):
         return layout.restore(self.residual(video, update))
 
 
-class MPAttentionInflationBlock(nn.Module):
+class MPAttentionInflationBlock(TemporalBlock):
     """Magnitude-preserving attention over frames, identity at init.
 
     `depth` `mp_layers.MPAttention(dim, **attn_kwargs)` layers (cosine attention with memory
@@ -110,11 +100,8 @@ class MPAttentionInflationBlock(nn.Module):
         dropout: float = 0.0,
         **attn_kwargs: object,
     ) -> None:
-        super().__init__()
-        self.dim = check_int("dim", dim)
+        super().__init__(dim, channel_last, time_dim)
         check_int("depth", depth)
-        self.channel_last = channel_last
-        self.time_dim = check_optional_int("time_dim", time_dim)
         self.attentions = nn.ModuleList(
             MPAttention(dim, dropout=dropout, mp_add_t=mp_add_t, **attn_kwargs)  # type: ignore[arg-type]
             for _ in range(depth)
@@ -125,14 +112,7 @@ class MPAttentionInflationBlock(nn.Module):
         self.residual = GatedMPSum(_check_mp_add_t(mp_add_t))
 
     def forward(self, x: Tensor, batch_size: int | None = None) -> Tensor:
-        layout, video = Layout.of(
-            self,
-            x,
-            batch_size,
-            channels=self.dim,
-            channel_last=self.channel_last,
-            time_dim=self.time_dim,
-        )
+        layout, video = self.to_video(x, batch_size)
         b, _, t, h, w = video.shape
         tokens = rearrange(video, "b c t h w -> (b h w) t c")
         freqs, scale = self.rotary.forward_from_seq_len(t)
@@ -154,7 +134,7 @@ def _resample_frames(video: Tensor, frames: int) -> Tensor:
     )
 
 
-class MPTemporalDownsample(nn.Module):
+class MPTemporalDownsample(TemporalBlock):
     """Halve the frames, magnitude-preserving: `(…, dim, t, …)` → `(…, dim, t // 2, …)`, t >= 2.
 
     Linear interpolation to `t // 2` frames (even `t`: the mean of each frame pair), then a
@@ -163,21 +143,11 @@ class MPTemporalDownsample(nn.Module):
 
     @typechecked
     def __init__(self, dim: int, channel_last: bool = False, time_dim: int | None = None) -> None:
-        super().__init__()
-        self.dim = check_int("dim", dim)
-        self.channel_last = channel_last
-        self.time_dim = check_optional_int("time_dim", time_dim)
+        super().__init__(dim, channel_last, time_dim)
         self.conv = MPConv2d(dim, dim, (3, 1), init_dirac=True)  # over (b, c, t, h·w)
 
     def forward(self, x: Tensor, batch_size: int | None = None) -> Tensor:
-        layout, video = Layout.of(
-            self,
-            x,
-            batch_size,
-            channels=self.dim,
-            channel_last=self.channel_last,
-            time_dim=self.time_dim,
-        )
+        layout, video = self.to_video(x, batch_size)
         if video.shape[2] < 2:
             raise ValueError(
                 f"MPTemporalDownsample: expected at least 2 frames to halve, got {video.shape[2]}"
@@ -186,7 +156,7 @@ class MPTemporalDownsample(nn.Module):
         return layout.restore(video_from_series(series, *video.shape[3:]))
 
 
-class MPTemporalUpsample(nn.Module):
+class MPTemporalUpsample(TemporalBlock):
     """Double the frames, magnitude-preserving: `(…, dim, t, …)` → `(…, dim, 2t, …)`.
 
     Linear interpolation to `2t` frames (edge frames repeated), then a forced-weight-normalised
@@ -195,20 +165,10 @@ class MPTemporalUpsample(nn.Module):
 
     @typechecked
     def __init__(self, dim: int, channel_last: bool = False, time_dim: int | None = None) -> None:
-        super().__init__()
-        self.dim = check_int("dim", dim)
-        self.channel_last = channel_last
-        self.time_dim = check_optional_int("time_dim", time_dim)
+        super().__init__(dim, channel_last, time_dim)
         self.conv = MPConv2d(dim, dim, (3, 1), init_dirac=True)  # over (b, c, t, h·w)
 
     def forward(self, x: Tensor, batch_size: int | None = None) -> Tensor:
-        layout, video = Layout.of(
-            self,
-            x,
-            batch_size,
-            channels=self.dim,
-            channel_last=self.channel_last,
-            time_dim=self.time_dim,
-        )
+        layout, video = self.to_video(x, batch_size)
         series = self.conv(_resample_frames(video, 2 * video.shape[2]))
         return layout.restore(video_from_series(series, *video.shape[3:]))
