@@ -44,9 +44,10 @@ order), `--steps` times per mode, so that a slow spell of a shared machine slows
 table shows medians; a speed-up is the median of the per-step ratios reference / ours.
 
 - construct: `Lumiere(unet, ...)` on the already built base, a fresh wrapper each time (deep copy
-  of the base, freezing, shape inference, temporal blocks, hooks; ours also runs its check pass).
+  of the base, freezing, shape inference, temporal blocks, hooks; ours also checks that its blocks
+  start as identities).
   The reference runs one forward of the base per group of module names (four, empty groups
-  included); ours runs one shape-inference forward and one check-pass forward.
+  included); ours runs one, which infers the shapes and checks the blocks.
 - train step: `loss = mse(wrapper(video, timestep=t), target)` (train mode), backward, Adam step
   over the temporal parameters only (reference: `wrapper.parameters()`, which it overrides to
   return them; ours: `wrapper.temporal_parameters()`); the base is frozen on both sides.

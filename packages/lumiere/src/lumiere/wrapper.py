@@ -65,12 +65,10 @@ _TOLERANCE = 1e-3  # relative to the largest magnitude (MP resamplers: EDM2 eps 
 
 class _Frames:
     """What the hooks need to know during a wrapped call: the number of clips `b` (None outside
-    a wrapped call: the base model then runs as the plain image model), and during the check pass
-    a list collecting each temporal block's deviation from the identity."""
+    a wrapped call: the base model then runs as the plain image model)."""
 
     def __init__(self) -> None:
         self.batch_size: int | None = None
-        self.deviations: list[tuple[str, float, float]] | None = None
 
 
 class _TemporalHook:
@@ -90,15 +88,8 @@ class _TemporalHook:
                 f"module {self.name!r}: expected it to return a channel-first 4-D tensor "
                 f"(b·t, c, h, w), got {type(output).__name__}"
             )
-        for label, block in self.blocks:
-            result = block(output, batch_size=b)
-            if self.frames.deviations is not None:  # check pass: a constant clip in, out
-                clip = rearrange(output, "(b t) ... -> b t ...", b=b)[:, :1]
-                back = rearrange(result, "(b t) ... -> b t ...", b=b)
-                self.frames.deviations.append(
-                    (label, (back - clip).abs().max().item(), clip.abs().max().item())
-                )
-            output = result
+        for _, block in self.blocks:
+            output = block(output, batch_size=b)
         return output
 
 
