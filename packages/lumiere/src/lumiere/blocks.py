@@ -73,11 +73,6 @@ def video_of(frames: Tensor, batch_size: int) -> Tensor:
     return frames.view(batch_size, n // batch_size, c, h, w).transpose(1, 2)
 
 
-def temporal_rotary(rotary: RotaryEmbedding, frames: int) -> tuple[Tensor, float | Tensor]:
-    """x-transformers' rotary embedding `(freqs (1, frames, d), scale)` for positions 0..frames-1."""
-    return rotary.forward_from_seq_len(frames)
-
-
 def rotary_dim(dim_head: int) -> int:
     """Rotate half of each head (at least 16 dims), an even number, at most the whole head."""
     return max(2, min(dim_head, max(dim_head // 2, 16)) // 2 * 2)
@@ -161,7 +156,7 @@ class AttentionInflationBlock(TemporalBlock):
         layout, video = self.to_video(x, batch_size)
         b, _, t, h, w = video.shape
         tokens = rearrange(video, "b c t h w -> (b h w) t c")
-        rotary = temporal_rotary(self.rotary, t)
+        rotary = self.rotary.forward_from_seq_len(t)  # (freqs (1, t, d), scale)
         for norm, attention in zip(self.norms, self.attentions, strict=True):
             out = attention(norm(tokens), rotary_pos_emb=rotary)
             tokens = tokens + out if self.residual_attn else out
