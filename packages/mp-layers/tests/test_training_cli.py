@@ -135,3 +135,23 @@ def test_make_dataset(tmp_path: Path) -> None:
         make_dataset(tmp_path / "missing", image_size=16, num_frames=4)
     with pytest.raises(ValueError, match="VideoFolder options"):
         make_dataset("synthetic", image_size=16, num_frames=4, random_flip=True)
+
+
+def test_distributed_and_compile_flags(tmp_path: Path) -> None:
+    args = parse_train_args([])
+    assert (args.distributed, args.compile) == ("ddp", False)
+    config = trainer_config_from_args(args)
+    assert (config.distributed, config.compile) == ("ddp", False)
+    args = parse_train_args(["--distributed", "fsdp", "--compile"])
+    config = trainer_config_from_args(args)
+    assert (config.distributed, config.compile) == ("fsdp", True)
+    from_file = parse_train_args(
+        ["--config", _toml(tmp_path, 'distributed = "fsdp"\ncompile = true\n')]
+    )
+    assert (from_file.distributed, from_file.compile) == ("fsdp", True)
+    with pytest.raises(SystemExit):
+        parse_train_args(["--distributed", "deepspeed"])
+    with pytest.raises(ValueError, match=r"key 'distributed' expected one of \['ddp', 'fsdp'\]"):
+        parse_train_args(["--config", _toml(tmp_path, 'distributed = "zero"\n')])
+    with pytest.raises(ValueError, match=r"key 'compile' expected bool"):
+        parse_train_args(["--config", _toml(tmp_path, 'compile = "yes"\n')])

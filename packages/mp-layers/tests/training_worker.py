@@ -94,6 +94,7 @@ def run(
     sleep: float = 0.0,
     resume: str | None = None,
     phase: bool = False,
+    sample_fn: Any = None,
     **config: Any,
 ) -> tuple[Trainer, FitResult]:
     factory = (
@@ -121,6 +122,7 @@ def run(
         optimizer_factory=factory,
         config=TrainerConfig(out_dir=str(out), steps=steps, batch_size=batch_size, **settings),
         loss_fn=functools.partial(loss_fn, noise=noise, sleep=sleep),
+        sample_fn=sample_fn,
         **phases,
     )
     return trainer, trainer.fit(resume=resume)
@@ -138,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--resume", default=None)
     parser.add_argument("--max-time", type=float, default=None)
     parser.add_argument("--phase", action="store_true", help="train the head as a TrainingPhase")
+    parser.add_argument("--distributed", default="ddp", help="ddp or fsdp")
+    parser.add_argument("--ema-beta", type=float, default=None)
+    parser.add_argument("--max-grad-norm", type=float, default=None)
     args = parser.parse_args(argv)
     trainer, _ = run(
         out=args.out,
@@ -150,11 +155,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         save_every=args.save_every,
         max_time_s=args.max_time,
         phase=args.phase,
+        distributed=args.distributed,
+        ema_beta=args.ema_beta,
+        max_grad_norm=args.max_grad_norm,
     )
-    # Test output: every rank dumps its parameters so the test can compare them across ranks.
+    # Test output: every rank holding whole weights (all under DDP, the main one under FSDP)
+    # dumps them, so the test can compare them across ranks.
     rank = trainer.accelerator.process_index
-    params = {k: v.detach().cpu() for k, v in trainer.unwrapped_model.state_dict().items()}
-    torch.save(params, Path(args.out) / f"params-rank{rank}.pt")
+    model = trainer.full_model()
+    if model is not None:
+        params = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save(params, Path(args.out) / f"params-rank{rank}.pt")
     print(f"rank {rank} of {trainer.accelerator.num_processes}: done at step {trainer.step}")
 
 

@@ -11,18 +11,25 @@
   `parameters=` picks the generator for the main optimizer, a phase trains the discriminator);
   its optimizer state is checkpointed as `optimizer-{name}.pt`, its loss logged as `loss_{name}`.
 - Checkpoints (`checkpoints/step-XXXXXXXXX/`): safetensors weights, optimizer / scheduler / scaler /
-  RNG state loaded with `weights_only=True`, `state.json`; written atomically, last K kept, and a
+  RNG state loaded with `weights_only=True`, `state.json` with the SHA-256 of every file; written
+  atomically, last K kept, verified on resume (`resume='latest'` skips damaged ones), and a
   resumed run continues exactly as an uninterrupted one (deterministic `ResumableBatchSampler`).
+  `CheckpointError` (a `ValueError`) names the folder, the file and the reason.
+- `TrainerConfig(distributed='fsdp')`: FSDP2 through Accelerate (on GPUs, and on CPU processes
+  with gloo), sharded checkpoints via torch.distributed.checkpoint; `compile=True`: the training
+  step and the sampler's network calls through `torch.compile`.
 - CLI helpers shared by the model packages: `add_train_arguments`, `add_sample_arguments`,
   `parse_train_args` (TOML `--config`), `trainer_config_from_args`, `make_dataset`.
 """
 
 from mp_layers.training.checkpoint import (
+    CheckpointError,
     find_run_config,
     latest_checkpoint,
     list_checkpoints,
     load_model_weights,
     resolve_checkpoint,
+    verify_checkpoint,
 )
 from mp_layers.training.cli import (
     add_sample_arguments,
@@ -41,6 +48,7 @@ from mp_layers.training.samples import write_sample_sheet
 from mp_layers.training.trainer import FitResult, NonFiniteLossError, Trainer, TrainingPhase
 
 __all__ = [
+    "CheckpointError",
     "FitResult",
     "NonFiniteLossError",
     "ResumableBatchSampler",
@@ -62,5 +70,6 @@ __all__ = [
     "resolve_checkpoint",
     "timed_fit",
     "trainer_config_from_args",
+    "verify_checkpoint",
     "write_sample_sheet",
 ]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mp_layers.training.config import MIXED_PRECISION, TrainerConfig
+from mp_layers.training.config import DISTRIBUTED, MIXED_PRECISION, TrainerConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,7 +29,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
     `--data synthetic|PATH`, `--steps`, `--batch-size` (per process), `--lr`, `--out DIR`,
     `--resume latest|PATH`, `--mixed-precision no|bf16|fp16`, `--config FILE`, plus `--seed`,
-    `--grad-accum-steps`, `--save-every`, `--sample-every`, `--max-time` (seconds).
+    `--grad-accum-steps`, `--save-every`, `--sample-every`, `--max-time` (seconds),
+    `--distributed ddp|fsdp` (how several processes share the model; `TrainerConfig.distributed`)
+    and `--compile` (`torch.compile` the model; `TrainerConfig.compile`).
+
+    `--resume latest` continues from the newest checkpoint whose files match the SHA-256 digests
+    recorded in its `state.json`, skipping damaged ones with a warning; `--resume PATH` refuses
+    a damaged checkpoint (`checkpoint.CheckpointError`, a one-line `ValueError`).
     """
     add = parser.add_argument
     add("--data", default="synthetic", help="'synthetic' (MovingShapes) or a folder of videos")
@@ -45,6 +51,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--save-every", type=int, default=1000, help="steps between checkpoints")
     add("--sample-every", type=int, default=1000, help="steps between sample sheets (0: never)")
     add("--max-time", type=float, default=None, help="stop (with a checkpoint) after SECONDS")
+    add(
+        "--distributed",
+        default="ddp",
+        choices=DISTRIBUTED,
+        help="several processes: 'ddp' (whole model on each) or 'fsdp' (sharded)",
+    )
+    add("--compile", action="store_true", help="torch.compile the model for training and sampling")
     return parser
 
 
@@ -147,6 +160,8 @@ def trainer_config_from_args(args: argparse.Namespace, **overrides: Any) -> Trai
         "save_every": args.save_every,
         "sample_every": args.sample_every,
         "max_time_s": args.max_time,
+        "distributed": args.distributed,
+        "compile": args.compile,
     }
     values.update(overrides)
     return TrainerConfig(**values)
@@ -182,7 +197,11 @@ def make_dataset(
 
 def timed_fit(trainer: Any, resume: str | Path | None) -> tuple[Any, dict[str, Any]]:
     """Run `trainer.fit(resume=resume)` and time it. Returns the `FitResult` and a summary dict
-    `{"step", "train_seconds", "time_limit_reached"}` that the model CLIs extend and print."""
+    `{"step", "train_seconds", "time_limit_reached"}` that the model CLIs extend and print.
+
+    A `resume` that cannot be honoured (checkpoints exist but `resume` is None, no checkpoint at
+    PATH, a damaged checkpoint: `checkpoint.CheckpointError`) raises a `ValueError` whose message
+    is one line, which the model CLIs' `main` prints as `<prog> train: error: <message>`."""
     start = time.perf_counter()
     result = trainer.fit(resume=resume)
     train_seconds = time.perf_counter() - start

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
+DISTRIBUTED = ("ddp", "fsdp")
 
 
 def _fail(name: str, expected: str, value: object) -> ValueError:
@@ -58,6 +59,15 @@ class TrainerConfig:
             any process), the run writes a checkpoint and returns early with
             `FitResult.time_limit_reached`; `fit(resume='latest')` continues towards `steps`.
             `None` (default): no limit.
+        distributed: how several processes share the work: 'ddp' (default: every process holds
+            the whole model; DistributedDataParallel) or 'fsdp' (FSDP2 through Accelerate:
+            parameters, gradients and optimizer state sharded across processes; checkpoints
+            written as sharded torch.distributed.checkpoint folders). An Accelerate config file
+            with `distributed_type: FSDP` selects 'fsdp' too. One process: both are plain training.
+        compile: wrap the model with `torch.compile` for the training step and the sampler's
+            network calls (the saved weights are the uncompiled module's).
+        compile_backend: the `torch.compile` backend (default 'inductor'; 'aot_eager' needs no
+            C++ compiler).
     """
 
     out_dir: str = "runs/train"
@@ -82,6 +92,9 @@ class TrainerConfig:
     cpu: bool = False
     progress_bar: bool = True
     max_time_s: float | None = None
+    distributed: str = "ddp"
+    compile: bool = False
+    compile_backend: str = "inductor"
 
     def __post_init__(self) -> None:
         if isinstance(self.out_dir, Path):
@@ -124,7 +137,11 @@ class TrainerConfig:
         if self.max_time_s is not None:
             _check_float("max_time_s", self.max_time_s, low=1e-3, high=float("inf"))
             self.max_time_s = float(self.max_time_s)
-        for name in ("cpu", "progress_bar"):
+        if self.distributed not in DISTRIBUTED:
+            raise _fail("distributed", f"one of {DISTRIBUTED}", self.distributed)
+        if not isinstance(self.compile_backend, str) or not self.compile_backend:
+            raise _fail("compile_backend", "a torch.compile backend name", self.compile_backend)
+        for name in ("cpu", "progress_bar", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise _fail(name, "a bool", getattr(self, name))
 

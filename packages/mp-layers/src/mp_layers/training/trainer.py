@@ -3,7 +3,9 @@ an extra optimizer stepped after the main one in every step (a GAN discriminator
 
 from __future__ import annotations
 
+import copy
 import math
+import os
 import re
 import shutil
 import time
@@ -22,7 +24,7 @@ from accelerate.utils import (
     send_to_device,
     set_seed,
 )
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
@@ -30,6 +32,7 @@ from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
 from mp_layers.training import checkpoint as ckpt
+from mp_layers.training import sharding
 from mp_layers.training.config import TrainerConfig
 from mp_layers.training.metrics import MetricsLog, plot_loss
 from mp_layers.training.sampler import ResumableBatchSampler
@@ -319,6 +322,13 @@ class Trainer:
             )
         # Checked on the bare model before Accelerate exists, so a bad selection changes no state.
         main_params, phase_params = _select_parameters(model, parameters, phases)
+        self._fsdp = sharding.wants_fsdp(config)
+        if self._fsdp and phases:
+            raise ValueError(
+                "phases: expected no TrainingPhase under distributed='fsdp' (one sharded optimizer "
+                f"per model), got {phase_names}"
+            )
+        plugin = sharding.fsdp_plugin() if self._fsdp else None
 
         self.config = config
         self.out_dir = Path(config.out_dir)
@@ -329,7 +339,7 @@ class Trainer:
         self.phases: tuple[TrainingPhase, ...] = phases
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
-            cpu=config.cpu,
+            cpu=config.cpu or sharding.cpu_processes(),
             gradient_accumulation_plugin=GradientAccumulationPlugin(
                 num_steps=config.grad_accum_steps, sync_with_dataloader=False
             ),
@@ -337,8 +347,11 @@ class Trainer:
             kwargs_handlers=(
                 [DistributedDataParallelKwargs(find_unused_parameters=True)] if phases else None
             ),
+            fsdp_plugin=plugin,
         )
         accelerator = self.accelerator
+        if plugin is not None:
+            sharding.ensure_fsdp(accelerator, plugin)
         set_seed(config.seed, device_specific=True)
         # `AcceleratedOptimizer.step` probes the file system for an optional package (lomo) twice
         # per call, uncached, and its `zero_grad` calls `inspect.signature` (together ~1 ms a step
@@ -355,8 +368,13 @@ class Trainer:
         # made before `prepare`, which may patch `model.forward` with autocast.
         self.ema: EMA | None = None
         self.post_hoc_ema: PostHocEMA | None = None
+        # Under FSDP the main process keeps a whole copy of the model that `_gather` fills from the
+        # shards: the EMA copies follow it, sampling and `model.safetensors` use it.
+        self._gathered: nn.Module | None = None
         if accelerator.is_main_process:
-            self._make_ema(model)
+            if self._fsdp:
+                self._gathered = copy.deepcopy(model).requires_grad_(False)
+            self._make_ema(model if self._gathered is None else self._gathered)
         optimizer = optimizer_factory(main_params)
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
@@ -375,6 +393,14 @@ class Trainer:
         self.model, self.optimizer, *prepared = accelerator.prepare(
             model, optimizer, *phase_optimizers
         )
+        # What the losses call: the prepared model, compiled when asked (`self.model` stays the
+        # uncompiled wrapper for Accelerate's gradient-sync context and for saving).
+        self._train_model: nn.Module = (
+            torch.compile(self.model, backend=config.compile_backend)  # type: ignore[assignment]
+            if config.compile
+            else self.model
+        )
+        self._compiled_samplers: dict[int, nn.Module] = {}
         # Each phase's prepared (Accelerate-wrapped) optimizer by name.
         self.phase_optimizers: dict[str, AcceleratedOptimizer] = dict(
             zip(phase_names, prepared, strict=True)
@@ -384,7 +410,7 @@ class Trainer:
         self._phase_params = {
             name: _optimizer_params(opt) for name, opt in self.phase_optimizers.items()
         }
-        for ema in (self.ema, self.post_hoc_ema):
+        for ema in (self.ema, self.post_hoc_ema, self._gathered):
             if ema is not None:
                 ema.to(accelerator.device)
         # The scheduler is deliberately not passed to `prepare`: Accelerate would step it once per
@@ -428,9 +454,34 @@ class Trainer:
 
     @property
     def unwrapped_model(self) -> nn.Module:
-        """The bare model (without DDP or other wrappers)."""
+        """The bare model (without DDP or other wrappers). Under FSDP its parameters are this
+        process's shards (DTensors); `full_model()` gives whole weights."""
         model: nn.Module = self.accelerator.unwrap_model(self.model)
         return model
+
+    def full_model(self) -> nn.Module | None:
+        """The model with whole weights: the bare model, or under FSDP the main process's copy
+        refreshed from the shards (collective under FSDP: call on every process; `None` on the
+        other processes)."""
+        if not self._fsdp:
+            return self.unwrapped_model
+        state = sharding.gather_full_state(self.model)
+        if self._gathered is None:
+            return None
+        self._gathered.load_state_dict(state)
+        return self._gathered
+
+    def _ema_reads_weights(self) -> bool:
+        """Whether this step's EMA update reads the online weights (the post-hoc EMA: every step;
+        ema-pytorch's `EMA`: at its first update and every `update_every`-th one). Known on every
+        process, so under FSDP all of them join the gather exactly then: updates happen on
+        finite steps only, so the EMA has been updated `step - 1 - skipped_steps` times before."""
+        config = self.config
+        if config.post_hoc_ema_sigma_rels:
+            return True
+        if config.ema_beta is None:
+            return False
+        return (self.step - 1 - self.skipped_steps) % config.ema_update_every == 0
 
     # ------------------------------------------------------------------ data
 
@@ -467,7 +518,8 @@ class Trainer:
     # ------------------------------------------------------------------ one step
 
     def _compute_loss(self, batch: Any) -> torch.Tensor:
-        loss = self.model(batch) if self.loss_fn is None else self.loss_fn(self.model, batch)
+        model = self._train_model
+        loss = model(batch) if self.loss_fn is None else self.loss_fn(model, batch)
         return _as_scalar(loss, "loss")
 
     def _train_step(self, batches: Iterator[Any]) -> _StepOutcome:
@@ -501,7 +553,7 @@ class Trainer:
             for batch in kept:
                 with accelerator.accumulate(self.model):
                     loss = _as_scalar(
-                        phase.loss_fn(self.model, batch, self.step),
+                        phase.loss_fn(self._train_model, batch, self.step),
                         f"TrainingPhase {phase.name!r} loss",
                     )
                     accelerator.backward(loss)
@@ -550,6 +602,7 @@ class Trainer:
             "world_size": self.accelerator.num_processes,
             "config": self.config.to_dict(),
             "phases": [phase.name for phase in self.phases],
+            "distributed": "fsdp" if self._fsdp else "ddp",
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -558,17 +611,23 @@ class Trainer:
         Returns its folder on the main process and `None` elsewhere."""
         accelerator = self.accelerator
         rng_states = gather_object([ckpt.capture_rng_state()])
+        shards = self._save_shards() if self._fsdp else None
+        whole = self.full_model()
         path = None
         if accelerator.is_main_process:
             self.metrics.flush()
 
             def write(folder: Path) -> None:
-                save_model(self.unwrapped_model, str(folder / "model.safetensors"))
+                assert whole is not None  # the main process holds whole weights
+                save_model(whole, str(folder / "model.safetensors"))
+                if shards is not None:  # model and optimizer shards, for resuming
+                    os.replace(shards, folder / sharding.SHARDED_DIR)
                 if self.ema is not None:
                     save_model(self.ema, str(folder / "ema.safetensors"))
                 if self.post_hoc_ema is not None:
                     save_model(self.post_hoc_ema, str(folder / "post_hoc_ema.safetensors"))
-                torch.save(self.optimizer.optimizer.state_dict(), folder / "optimizer.pt")
+                if shards is None:
+                    torch.save(self.optimizer.optimizer.state_dict(), folder / "optimizer.pt")
                 for name, optimizer in self.phase_optimizers.items():
                     torch.save(optimizer.optimizer.state_dict(), folder / f"optimizer-{name}.pt")
                 if self.scheduler is not None:
@@ -586,6 +645,19 @@ class Trainer:
             )
         accelerator.wait_for_everyone()
         return path
+
+    def _save_shards(self) -> Path:
+        """Every process writes its model and optimizer shards into one staging folder (named by
+        the step, so all processes agree; a crash leaves a `.tmp-` folder that the next start
+        removes); the main process then moves it into the checkpoint. Collective."""
+        staging = self.checkpoint_dir / f".tmp-shards-{ckpt.checkpoint_name(self.step)}"
+        if self.accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
+        sharding.save_sharded(staging, self.model, self.optimizer.optimizer)
+        self.accelerator.wait_for_everyone()
+        return staging
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore model, EMA, optimizers (the main one and each phase's), scheduler, scaler, RNG
@@ -607,14 +679,26 @@ class Trainer:
                 f"checkpoint {path}: written with phases {saved_phases}; expected this Trainer to "
                 f"have them too, got phases {list(self.phase_optimizers)}"
             )
-        load_model(self.unwrapped_model, str(path / "model.safetensors"))
+        written_under = state.get("distributed", "ddp")
+        if written_under != ("fsdp" if self._fsdp else "ddp"):
+            raise ValueError(
+                f"checkpoint {path}: written under distributed={written_under!r} by "
+                f"{state['world_size']} processes; expected distributed="
+                f"{'fsdp' if self._fsdp else 'ddp'!r} here ({accelerator.num_processes} processes):"
+                f" resume with --distributed {written_under} on several processes"
+            )
+        if self._fsdp:
+            sharding.load_sharded(path / sharding.SHARDED_DIR, self.model, self.optimizer.optimizer)
+        else:
+            ckpt.load_safetensors_into(self.unwrapped_model, path / "model.safetensors")
         for module, name in ((self.ema, "ema"), (self.post_hoc_ema, "post_hoc_ema")):
             file = path / f"{name}.safetensors"
             if module is not None:
                 if not file.is_file():
                     raise ValueError(f"checkpoint {path}: {name} is enabled but {file} is missing")
-                load_model(module, str(file), device=str(accelerator.device))
-        self.optimizer.optimizer.load_state_dict(ckpt.load_tensors(path / "optimizer.pt"))
+                ckpt.load_safetensors_into(module, file, device=accelerator.device)
+        if not self._fsdp:
+            self.optimizer.optimizer.load_state_dict(ckpt.load_tensors(path / "optimizer.pt"))
         for name, optimizer in self.phase_optimizers.items():
             optimizer.optimizer.load_state_dict(ckpt.load_tensors(path / f"optimizer-{name}.pt"))
         if self.scheduler is not None:
@@ -634,39 +718,60 @@ class Trainer:
         self.consecutive_nonfinite = int(state["consecutive_nonfinite"])
 
     def _resolve_resume(self, resume: str | Path | None) -> Path | None:
-        if resume is None:
-            if ckpt.list_checkpoints(self.checkpoint_dir):
-                raise ValueError(
-                    f"resume: {self.checkpoint_dir} already holds checkpoints; expected "
-                    "resume='latest' (or a checkpoint path) or an empty out_dir, got None"
+        """`checkpoint.resolve_resume` (verified; 'latest' skips damaged checkpoints with a
+        warning), run on the main process and its outcome (folder or error) sent to the others,
+        so the files are hashed once and every process resumes from the same folder or raises."""
+        from accelerate.utils import broadcast_object_list
+
+        accelerator = self.accelerator
+        outcome: list[Path | Exception | None] = [None]
+        if accelerator.is_main_process:
+            try:
+                outcome[0] = ckpt.resolve_resume(
+                    self.checkpoint_dir, resume, warn=accelerator.print
                 )
-            return None
-        if str(resume) == "latest":
-            return ckpt.latest_checkpoint(self.checkpoint_dir)  # None: nothing yet, start fresh
-        path = Path(resume)
-        if not (path / ckpt.STATE_FILE).is_file():
-            raise ValueError(f"resume: expected 'latest' or a checkpoint folder, got {resume}")
-        return path
+            except Exception as error:  # e.g. CheckpointError: raised on every process below
+                outcome[0] = error
+        if accelerator.num_processes > 1:
+            broadcast_object_list(outcome)
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
 
     # ------------------------------------------------------------------ sampling
 
     def sample(self) -> Path | None:
         """Call `sample_fn` with the EMA model (or the model) and write the GIF sheet (main
-        process only; returns its path there, `None` elsewhere)."""
-        if self.sample_fn is None or not self.accelerator.is_main_process:
+        process only; returns its path there, `None` elsewhere). Under FSDP without EMA the whole
+        weights are gathered first: call it on every process."""
+        if self.sample_fn is None:
             return None
-        model: nn.Module = self.unwrapped_model
+        uses_ema = self.config.ema_beta is not None
+        full = None if uses_ema and self._fsdp else self.full_model()
+        if not self.accelerator.is_main_process:
+            return None
+        model = full
         if self.ema is not None and isinstance(self.ema.ema_model, nn.Module):
             model = self.ema.ema_model
+        assert model is not None  # the main process always holds whole weights
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                videos = self.sample_fn(model)
+                videos = self.sample_fn(self._sampling_network(model))
         finally:
             model.train(was_training)
         path = self.out_dir / "samples" / f"{ckpt.checkpoint_name(self.step)}.gif"
         return write_sample_sheet(videos, path, fps=self.config.sample_fps)
+
+    def _sampling_network(self, model: nn.Module) -> nn.Module:
+        """`model`, compiled once per model when `config.compile` is set."""
+        if not self.config.compile:
+            return model
+        if id(model) not in self._compiled_samplers:
+            compiled = torch.compile(model, backend=self.config.compile_backend)
+            self._compiled_samplers[id(model)] = compiled  # type: ignore[assignment]
+        return self._compiled_samplers[id(model)]
 
     # ------------------------------------------------------------------ the loop
 
@@ -752,6 +857,8 @@ class Trainer:
         loss, grad_norm, finite = outcome.loss, outcome.grad_norm, outcome.finite
         if finite:
             self.consecutive_nonfinite = 0
+            if self._fsdp and self._ema_reads_weights():
+                self.full_model()  # the EMA copies follow the gathered model
             for ema in (self.ema, self.post_hoc_ema):
                 if ema is not None:
                     ema.update()
