@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -347,7 +348,7 @@ _ERRORS: list[tuple[str, Callable[[Path], Any], type[Exception], str]] = [
         r"TrainingPhase\.name: expected a name matching \[a-z\]\[a-z0-9_\]\*, got 'Critic'",
     ),
     ("empty-name", _phase_with(name=""), ValueError, "TrainingPhase.name: expected a name"),
-    ("name-type", _phase_with(name=3), TypeError, "TrainingPhase.name: expected a str, got int"),
+    ("name-type", _phase_with(name=3), TypeError, r"TrainingPhase.__init__\(\) parameter name=3"),
     (
         "duplicate-names",
         lambda out: _trainer(out, phases=[_phase(), _phase(parameters=lambda m: [m.critic.bias])]),
@@ -413,8 +414,8 @@ _ERRORS: list[tuple[str, Callable[[Path], Any], type[Exception], str]] = [
     (
         "every-float",
         _phase_with(every=2.0),
-        ValueError,
-        "TrainingPhase 'critic': every: expected an int >= 1, got 2.0",
+        TypeError,
+        r"TrainingPhase.__init__\(\) parameter every=2\.0 violates",
     ),
     (
         "max-grad-norm-zero",
@@ -438,25 +439,26 @@ _ERRORS: list[tuple[str, Callable[[Path], Any], type[Exception], str]] = [
         "not-a-phase",
         lambda out: _trainer(out, phases=[_phase(), object()]),
         TypeError,
-        r"phases\[1\]: expected a TrainingPhase, got object",
+        # beartype checks one random item of a sequence; the Trainer then checks every item
+        r"phases\[1\]: expected a TrainingPhase, got object|parameter phases=.* violates",
     ),
     (
         "a-single-phase",
         lambda out: _trainer(out, phases=_phase()),
         TypeError,
-        "phases: expected a sequence of TrainingPhase, got TrainingPhase",
+        r"Trainer.__init__\(\) parameter phases=.* violates",
     ),
     (
         "parameters-not-callable",
         lambda out: _trainer(out, parameters="generator"),
         TypeError,
-        "parameters: expected a callable, got str",
+        r"Trainer.__init__\(\) parameter parameters='generator' violates",
     ),
     (
         "phase-loss-not-callable",
         _phase_with(loss_fn=None),
         TypeError,
-        "TrainingPhase 'critic': loss_fn: expected a callable, got NoneType",
+        r"TrainingPhase.__init__\(\) parameter loss_fn=.*None.* violates",
     ),
     (
         "phase-optimizer-factory-result",
@@ -490,6 +492,12 @@ def test_checkpoint_without_phase_optimizer_state_is_refused(tmp_path: Path) -> 
     _trainer(tmp_path / "run", steps=2).fit()
     checkpoint = tmp_path / "run" / "checkpoints" / "step-000000002"
     (checkpoint / "optimizer-critic.pt").unlink()
+    with pytest.raises(ValueError, match=r"step-000000002: optimizer-critic\.pt: missing"):
+        _trainer(tmp_path / "run", steps=4).fit(resume="latest")  # the digests miss it
+    state_file = checkpoint / "state.json"  # a checkpoint from before digests were recorded
+    state = json.loads(state_file.read_text())
+    del state["files"]
+    state_file.write_text(json.dumps(state))
     with pytest.raises(ValueError, match=r"expected .*step-000000002/optimizer-critic\.pt \(the"):
         _trainer(tmp_path / "run", steps=4).fit(resume="latest")
 

@@ -295,8 +295,17 @@ def test_trainer_argument_errors(worker: ModuleType, tmp_path: Path) -> None:
         _trainer(worker, tmp_path, sample_every=2)
     with pytest.raises(ValueError, match="expected at most one"):
         _trainer(worker, tmp_path, lr_lambda=lambda s: 1.0, scheduler_factory=lambda o: None)
-    with pytest.raises(TypeError, match=r"model: expected a torch\.nn\.Module"):
+    with pytest.raises(TypeError, match=r"Trainer.__init__\(\) parameter model='net' violates"):
         Trainer(model="net", data=worker.PairDataset(), optimizer_factory=torch.optim.SGD)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"parameter data=3 violates"):
+        Trainer(model=worker.make_model(), data=3, optimizer_factory=torch.optim.SGD)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"parameter loss_fn='mse' violates"):
+        Trainer(
+            model=worker.make_model(),
+            data=worker.PairDataset(),
+            optimizer_factory=torch.optim.SGD,
+            loss_fn="mse",
+        )  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="optimizer_factory: expected it to return"):
         Trainer(model=worker.make_model(), data=worker.PairDataset(), optimizer_factory=list)  # type: ignore[arg-type]
     bad_loss = _trainer(worker, tmp_path, steps=1, loss_fn=lambda m, b: m(b["x"]))

@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from mp_layers.typecheck import typechecked
+
 STATE_FILE = "state.json"
 FILES_KEY = "files"
 _NAME = re.compile(r"^step-(\d{9,})$")
@@ -66,6 +68,7 @@ def _describe(error: BaseException) -> str:
     return first.rstrip(".")
 
 
+@typechecked
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """The SHA-256 hex digest of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
@@ -75,6 +78,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+@typechecked
 def record_files(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """`{relative POSIX path: {"sha256": hex, "bytes": size}}` of every file under `folder`
     (sub-folders included, the top-level `state.json` excluded), sorted by path."""
@@ -87,11 +91,13 @@ def record_files(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     return files
 
 
+@typechecked
 def checkpoint_name(step: int) -> str:
     """Folder name of the checkpoint taken after optimizer step `step`."""
     return f"step-{step:09d}"
 
 
+@typechecked
 def list_checkpoints(root: str | os.PathLike[str]) -> list[Path]:
     """Complete checkpoints under `root` (those with a `state.json`), oldest first."""
     root = Path(root)
@@ -105,12 +111,14 @@ def list_checkpoints(root: str | os.PathLike[str]) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+@typechecked
 def latest_checkpoint(root: str | os.PathLike[str]) -> Path | None:
     """The newest complete checkpoint under `root`, or `None`."""
     checkpoints = list_checkpoints(root)
     return checkpoints[-1] if checkpoints else None
 
 
+@typechecked
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """The checkpoint folder meant by `path`: `path` itself when it holds weights
     (`model.safetensors` or `ema.safetensors`: a checkpoint or an exported model), else the
@@ -127,6 +135,7 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     return latest
 
 
+@typechecked
 def find_run_config(path: str | os.PathLike[str], name: str) -> tuple[Path, dict[str, Any]]:
     """The JSON file `name` of a run, read from `path` or up to two folders above it (a run
     folder, a checkpoint folder in its `checkpoints/`, or an export beside them). Returns the
@@ -143,6 +152,7 @@ def find_run_config(path: str | os.PathLike[str], name: str) -> tuple[Path, dict
     )
 
 
+@typechecked
 def remove_stale_temporaries(root: str | os.PathLike[str]) -> int:
     """Delete temporary folders a crashed writer left under `root`; return how many."""
     root = Path(root)
@@ -154,6 +164,7 @@ def remove_stale_temporaries(root: str | os.PathLike[str]) -> int:
     return len(stale)
 
 
+@typechecked
 def write_checkpoint(
     root: str | os.PathLike[str],
     *,
@@ -187,6 +198,7 @@ def write_checkpoint(
     return final
 
 
+@typechecked
 def read_state(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
     """The `state.json` of a checkpoint folder (not verified: see `verify_checkpoint`).
     `CheckpointError` naming `state.json` when it is missing, unreadable or not a JSON object."""
@@ -245,6 +257,7 @@ def _check_file(folder: Path, name: str, entry: dict[str, Any]) -> None:
         )
 
 
+@typechecked
 def verify_checkpoint(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
     """Check that every file recorded in a checkpoint's `state.json` exists and has its recorded
     size and SHA-256; return the state. Raises `CheckpointError` naming the first bad file (or
@@ -267,6 +280,7 @@ def _verify_one(folder: Path, name: str) -> None:
             _check_file(folder, name, entry)
 
 
+@typechecked
 def resolve_resume(
     checkpoint_dir: str | os.PathLike[str],
     resume: str | os.PathLike[str] | None,
@@ -324,6 +338,7 @@ def resolve_resume(
     return path
 
 
+@typechecked
 def load_tensors(path: str | os.PathLike[str]) -> Any:
     """`torch.load` restricted to tensors and plain containers (`weights_only=True`), on the CPU.
     `CheckpointError` naming the file when it is missing, not a torch file (truncated) or holds
@@ -368,6 +383,7 @@ def _mismatch(missing: Any, unexpected: Any) -> str:
     )
 
 
+@typechecked
 def load_safetensors_into(
     module: torch.nn.Module,
     file: str | os.PathLike[str],
@@ -437,6 +453,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@typechecked
 def load_model_weights(
     model: torch.nn.Module, checkpoint: str | os.PathLike[str], *, ema: bool = True
 ) -> torch.nn.Module:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mp_layers.training.config import DISTRIBUTED, MIXED_PRECISION, TrainerConfig
+from mp_layers.typecheck import typechecked
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -24,6 +25,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 
+@typechecked
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the shared training flags (DESIGN.md section 4) to `parser` and return it.
 
@@ -61,6 +63,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
+@typechecked
 def add_sample_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the shared sampling flags: `--checkpoint latest|PATH` (latest: newest under
     `--out/checkpoints`), `--out DIR`, `--num-samples`, `--seed`, `--no-ema`, `--mixed-precision`,
@@ -76,6 +79,7 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     return parser
 
 
+@typechecked
 def parse_train_args(
     argv: Sequence[str] | None = None, *, parser: argparse.ArgumentParser | None = None
 ) -> argparse.Namespace:
@@ -93,6 +97,7 @@ def parse_train_args(
     return args
 
 
+@typechecked
 def load_toml_config(path: str | Path, *, parser: argparse.ArgumentParser) -> dict[str, Any]:
     """Read a flat TOML file of flag values, checked against `parser`; returns {dest: value}."""
     path = Path(path)
@@ -148,6 +153,7 @@ def _explicit_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str
     return set(vars(probe.parse_known_args(argv)[0]))
 
 
+@typechecked
 def trainer_config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainerConfig:
     """A `TrainerConfig` from parsed train flags; keyword `overrides` set any other field."""
     values: dict[str, Any] = {
@@ -167,6 +173,7 @@ def trainer_config_from_args(args: argparse.Namespace, **overrides: Any) -> Trai
     return TrainerConfig(**values)
 
 
+@typechecked
 def make_dataset(
     data: str | Path,
     *,
@@ -195,6 +202,7 @@ def make_dataset(
     return VideoFolder(path, image_size=image_size, num_frames=num_frames, **folder_kwargs)
 
 
+@typechecked
 def timed_fit(trainer: Any, resume: str | Path | None) -> tuple[Any, dict[str, Any]]:
     """Run `trainer.fit(resume=resume)` and time it. Returns the `FitResult` and a summary dict
     `{"step", "train_seconds", "time_limit_reached"}` that the model CLIs extend and print.
@@ -213,6 +221,7 @@ def timed_fit(trainer: Any, resume: str | Path | None) -> tuple[Any, dict[str, A
     return result, summary
 
 
+@typechecked
 def print_fit(result: Any, summary: dict[str, Any], out: str | Path) -> None:
     """Print what a training run did: steps, seconds, last checkpoint, and how to continue it when
     it stopped at its time budget."""

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mp_layers.typecheck import typechecked
+
 MIXED_PRECISION = ("no", "bf16", "fp16")
 DISTRIBUTED = ("ddp", "fsdp")
 
@@ -26,6 +28,7 @@ def _check_float(name: str, value: object, *, low: float, high: float) -> None:
         raise _fail(name, f"a float in [{low}, {high}]", value)
 
 
+@typechecked
 @dataclass
 class TrainerConfig:
     """Settings of `Trainer`; saved verbatim into every checkpoint's `state.json`.
@@ -70,7 +73,7 @@ class TrainerConfig:
             C++ compiler).
     """
 
-    out_dir: str = "runs/train"
+    out_dir: str | Path = "runs/train"
     steps: int = 1000
     batch_size: int = 8
     grad_accum_steps: int = 1

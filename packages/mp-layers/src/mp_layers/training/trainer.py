@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from accelerate import Accelerator
@@ -37,6 +37,7 @@ from mp_layers.training.config import TrainerConfig
 from mp_layers.training.metrics import MetricsLog, plot_loss
 from mp_layers.training.sampler import ResumableBatchSampler
 from mp_layers.training.samples import write_sample_sheet
+from mp_layers.typecheck import typechecked
 
 if TYPE_CHECKING:
     from accelerate.optimizer import AcceleratedOptimizer
@@ -52,6 +53,7 @@ _FORMAT_VERSION = 1
 _PHASE_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
+@runtime_checkable
 class MapDataset(Protocol):
     """Anything with `len()` and integer indexing (a `torch.utils.data.Dataset` or not)."""
 
@@ -64,6 +66,7 @@ class NonFiniteLossError(RuntimeError):
     """Raised when `max_nonfinite_steps` consecutive steps had a non-finite loss or gradient."""
 
 
+@typechecked
 @dataclass(frozen=True)
 class TrainingPhase:
     """An extra optimizer stepped after the main one in each training step (e.g. a GAN
@@ -92,19 +95,11 @@ class TrainingPhase:
     every: int = 1
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str):
-            raise TypeError(f"TrainingPhase.name: expected a str, got {type(self.name).__name__}")
+        # Types are checked by @typechecked; these are the value checks.
         if not _PHASE_NAME.fullmatch(self.name):
             raise ValueError(
                 f"TrainingPhase.name: expected a name matching [a-z][a-z0-9_]*, got {self.name!r}"
             )
-        for field_name in ("parameters", "optimizer_factory", "loss_fn"):
-            value = getattr(self, field_name)
-            if not callable(value):
-                raise TypeError(
-                    f"TrainingPhase {self.name!r}: {field_name}: expected a callable, "
-                    f"got {type(value).__name__}"
-                )
         every = self.every
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(
@@ -120,6 +115,7 @@ class TrainingPhase:
             )
 
 
+@typechecked
 @dataclass
 class FitResult:
     """What `Trainer.fit` did: final step, per-step losses of this call (NaN where the main
@@ -259,6 +255,7 @@ class Trainer:
     `samples/`, `metrics.csv` (a `loss_{name}` column per phase), `loss.png`, `post_hoc_ema/`.
     """
 
+    @typechecked
     def __init__(
         self,
         *,
@@ -274,32 +271,13 @@ class Trainer:
         parameters: ParameterSelector | None = None,
         phases: Sequence[TrainingPhase] = (),
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-        if not isinstance(data, DataLoader) and not (
-            hasattr(data, "__len__") and hasattr(data, "__getitem__")
-        ):
-            raise TypeError(
-                f"data: expected a map-style Dataset or a DataLoader, got {type(data).__name__}"
-            )
+        # Argument types (a Module, a map-style dataset or a DataLoader, callables) are checked by
+        # @typechecked; what follows are the checks of values and combinations.
         if isinstance(data, DataLoader) and collate_fn is not None:
             raise ValueError("collate_fn: expected None when data is a DataLoader (it has its own)")
-        for name, fn in (
-            ("optimizer_factory", optimizer_factory),
-            ("loss_fn", loss_fn),
-            ("lr_lambda", lr_lambda),
-            ("scheduler_factory", scheduler_factory),
-            ("sample_fn", sample_fn),
-            ("collate_fn", collate_fn),
-            ("parameters", parameters),
-        ):
-            if fn is not None and not callable(fn):
-                raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
         if lr_lambda is not None and scheduler_factory is not None:
             raise ValueError("lr_lambda and scheduler_factory: expected at most one, got both")
         config = TrainerConfig() if config is None else config
-        if not isinstance(config, TrainerConfig):
-            raise TypeError(f"config: expected a TrainerConfig, got {type(config).__name__}")
         if config.sample_every and sample_fn is None:
             raise ValueError(f"sample_every={config.sample_every} needs a sample_fn, got None")
         if isinstance(phases, (TrainingPhase, str)) or not isinstance(phases, Sequence):
