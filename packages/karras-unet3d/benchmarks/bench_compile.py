@@ -91,7 +91,9 @@ def main() -> None:
     import torch
 
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, ")
-    print(f"{args.threads} threads, backend {args.backend}, steady = median of {args.steps} steps\n")
+    print(
+        f"{args.threads} threads, backend {args.backend}, steady = median of {args.steps} steps\n"
+    )
     print("| configuration | mode | first step (s) | steady step (s) | speed-up |")
     print("|---|---|---:|---:|---:|")
     for which in ("default-run", "benchmark"):

@@ -74,7 +74,9 @@ def test_constructor_errors() -> None:
         MPCat(2.0)
     with pytest.raises(ValueError, match="eps: expected a float > 0"):
         PixelNorm(eps=0)
-    with pytest.raises(TypeError, match="dim: expected an int"):
+    with pytest.raises(TypeError, match="dim: expected an int, got bool"):  # beartype admits a bool
+        PixelNorm(dim=True)
+    with pytest.raises(TypeError, match=r"parameter dim=1\.5 violates .*int"):
         PixelNorm(dim=1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"expected x of shape \(b,\), got \(2, 3\)"):
         MPFourierEmbedding(4)(torch.randn(2, 3))

@@ -168,7 +168,7 @@ def test_read_errors(tmp_path: Path) -> None:
         read_video(tmp_path / "clip.mov")
     with pytest.raises(ValueError, match="no"):
         read_video(tmp_path)  # a folder without frames
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="parameter path=3"):
         read_video(3)  # type: ignore[arg-type]
 
 

@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from mp_layers import MPAttention, MPTransformer
 from mp_layers import MPFeedForward as MPTokenFeedForward
-from mp_layers.validation import check_bool, check_float, check_int, check_tensor
+from mp_layers.typecheck import typechecked
+from mp_layers.validation import check_float, check_int, check_tensor
 
 __all__ = ["MPFeedForward", "MPImageTransformer", "SpaceTimeAttention"]
 
@@ -53,6 +54,7 @@ class SpaceTimeAttention(nn.Module):
     `heads * dim_head` may differ from `dim`.
     """
 
+    @typechecked
     def __init__(
         self,
         dim: int,
@@ -65,7 +67,7 @@ class SpaceTimeAttention(nn.Module):
     ) -> None:
         super().__init__()
         self.dim = check_int("dim", dim)
-        self.factorize = check_bool("factorize", factorize)
+        self.factorize = factorize
         axes: tuple[AttentionAxes, ...] = ("space", "time") if factorize else ("full",)
         self.axes = axes
         self.layers = nn.ModuleList(
@@ -93,6 +95,7 @@ class MPFeedForward(nn.Module):
     reference, as `mp_layers.MPFeedForward` on tokens).
     """
 
+    @typechecked
     def __init__(self, *, dim: int, mult: float = 4, mp_add_t: float = 0.3) -> None:
         super().__init__()
         self.dim = check_int("dim", dim)
@@ -112,6 +115,7 @@ class MPImageTransformer(nn.Module):
     Attention is full space-time attention through SDPA (no `attn_flash` switch is needed).
     """
 
+    @typechecked
     def __init__(
         self,
         *,

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from karras_unet3d.attention import SpaceTimeAttention
 from mp_layers import Dropout, Gain, MPConv3d, MPLinear, mp_silu, mp_sum, pixel_norm
+from mp_layers.typecheck import typechecked
 from mp_layers.upsample import memory_format_of, upsample_nearest
 
 __all__ = ["RESAMPLE_FACTORS", "DecoderBlock", "EncoderBlock"]
@@ -36,6 +37,7 @@ RESAMPLE_FACTORS: dict[str, tuple[int, int, int]] = {
 class _Block(nn.Module):
     flavor: Literal["enc", "dec"]
 
+    @typechecked
     def __init__(
         self,
         dim_in: int,

@@ -25,6 +25,17 @@ import torch
 
 from karras_unet3d.diffusion import EDM2Diffusion, edm2_lr_lambda
 from karras_unet3d.unet import KarrasUnet3D
+from mp_layers.typecheck import typechecked
+
+__all__ = [
+    "build_model",
+    "find_run_config",
+    "main",
+    "sample",
+    "sample_per_class",
+    "synthesize_ema",
+    "train",
+]
 
 CONFIG_FILE = "karras_unet3d.json"
 
@@ -94,13 +105,15 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+@typechecked
 def build_model(config: dict[str, Any]) -> EDM2Diffusion:
     """An `EDM2Diffusion` from a run's `karras_unet3d.json` contents (`{"net": ..., "diffusion": ...}`)."""
     net = KarrasUnet3D.from_config(config["net"])
     return EDM2Diffusion(net, **config["diffusion"])
 
 
-def find_run_config(checkpoint: Path) -> tuple[Path, dict[str, Any]]:
+@typechecked
+def find_run_config(checkpoint: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
     """The `karras_unet3d.json` of a run folder, a checkpoint folder in it, or an EMA export."""
     from mp_layers.training import find_run_config as find
 
@@ -108,6 +121,7 @@ def find_run_config(checkpoint: Path) -> tuple[Path, dict[str, Any]]:
 
 
 @torch.no_grad()
+@typechecked
 def sample_per_class(
     model: EDM2Diffusion,
     *,
@@ -155,6 +169,7 @@ def _report_samples(
     return figures["colour"]
 
 
+@typechecked
 def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """`karras-unet3d train`: returns a summary dict (also printed)."""
     from mp_layers.training import (
@@ -237,6 +252,8 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
         assert result.checkpoint is not None
         load_model_weights(sampler, result.checkpoint, ema=True)
         sampler.to(trainer.accelerator.device)
+        if config.compile:  # the sampler's network calls, as in training
+            sampler.net = torch.compile(sampler.net, backend=config.compile_backend)  # type: ignore[assignment]
         start = time.perf_counter()
         videos, labels = sample_per_class(
             sampler,
@@ -280,6 +297,7 @@ def _sample_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@typechecked
 def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """`karras-unet3d sample`: returns a summary dict (also printed)."""
     from mp_layers.training import load_model_weights, resolve_checkpoint
@@ -308,6 +326,7 @@ def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return summary
 
 
+@typechecked
 def synthesize_ema(run: str | Path, sigma_rel: float, out: str | Path) -> Path:
     """Post-hoc EMA (EDM2 section 3): reconstruct the EMA of relative width `sigma_rel` from the
     power-function EMA snapshots a run saved (`train --post-hoc-ema 0.05,0.1`, through
@@ -355,6 +374,7 @@ def _ema_main(argv: Sequence[str] | None) -> dict[str, Any]:
     return {"out": str(path)}
 
 
+@typechecked
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `karras-unet3d` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)

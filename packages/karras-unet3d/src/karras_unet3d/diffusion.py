@@ -23,11 +23,13 @@ from torch import Tensor, nn
 
 from karras_unet3d.unet import KarrasUnet3D
 from mp_layers import MPFourierEmbedding, MPLinear
-from mp_layers.validation import check_float, check_int, check_tensor
+from mp_layers.typecheck import typechecked
+from mp_layers.validation import check_float, check_int
 
 __all__ = ["EDM2Diffusion", "edm2_learning_rate", "edm2_lr_lambda", "karras_sigmas"]
 
 
+@typechecked
 def karras_sigmas(
     num_steps: int,
     *,
@@ -58,6 +60,7 @@ def karras_sigmas(
     return torch.cat((sigmas, sigmas.new_zeros(1)))
 
 
+@typechecked
 def edm2_learning_rate(
     num_images: float,
     *,
@@ -85,6 +88,7 @@ def edm2_learning_rate(
     return lr
 
 
+@typechecked
 def edm2_lr_lambda(
     *,
     batch_size: int,
@@ -115,16 +119,6 @@ def edm2_lr_lambda(
         )
 
     return multiplier
-
-
-def _net_of(name: str, value: object) -> KarrasUnet3D:
-    if isinstance(value, EDM2Diffusion):
-        return value.net
-    if not isinstance(value, KarrasUnet3D):
-        raise TypeError(
-            f"{name}: expected a KarrasUnet3D or an EDM2Diffusion, got {type(value).__name__}"
-        )
-    return value
 
 
 def _precondition(
@@ -158,6 +152,7 @@ class EDM2Diffusion(nn.Module):
     step's estimate while sampling.
     """
 
+    @typechecked
     def __init__(
         self,
         net: KarrasUnet3D,
@@ -169,7 +164,7 @@ class EDM2Diffusion(nn.Module):
         label_dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        self.net = _net_of("net", net)
+        self.net = net
         self.sigma_data = check_float("sigma_data", sigma_data, low=0.0)
         if self.sigma_data == 0:
             raise ValueError("sigma_data: expected a float > 0, got 0.0")
@@ -201,11 +196,13 @@ class EDM2Diffusion(nn.Module):
             return None
         return self.net.label_vector(class_labels, batch)
 
+    @typechecked
     def logvar(self, sigma: Tensor) -> Tensor:
         """Learned log-variance `u(σ)` `(b,)` of the loss at noise levels `sigma (b,)`."""
         c_noise = sigma.to(torch.float32).log() / 4
         return self.logvar_linear(self.logvar_fourier(c_noise)).squeeze(-1)
 
+    @typechecked
     def denoise(
         self,
         x: Tensor,
@@ -218,7 +215,6 @@ class EDM2Diffusion(nn.Module):
         `sigma` is `(b,)` or a float; `class_labels` `(b,)` int or `(b, num_classes)` float.
         Returns the denoised estimate `(b, c, f, h, w)` in float32.
         """
-        x = check_tensor("x", x)
         batch = x.shape[0]
         if not isinstance(sigma, Tensor):
             sigma = torch.full((batch,), check_float("sigma", sigma, low=0.0), device=x.device)
@@ -228,9 +224,9 @@ class EDM2Diffusion(nn.Module):
             self.net, x.to(torch.float32), sigma, labels, self_cond, self.sigma_data
         )
 
+    @typechecked
     def forward(self, videos: Tensor, class_labels: Tensor | None = None) -> Tensor:
         """Training loss (a scalar) for `videos (b, c, f, h, w)` in [0, 1] (EDM2 eq. 20 + uncertainty)."""
-        videos = check_tensor("videos", videos)
         expected = (self.net.channels,)
         if videos.ndim != 5 or videos.shape[1:2] != expected or not videos.is_floating_point():
             raise ValueError(
@@ -265,6 +261,7 @@ class EDM2Diffusion(nn.Module):
         return loss.mean()
 
     @torch.no_grad()
+    @typechecked
     def sample(
         self,
         batch_size: int,
@@ -293,7 +290,7 @@ class EDM2Diffusion(nn.Module):
         batch_size = check_int("batch_size", batch_size)
         guidance = check_float("guidance", guidance)
         net = self.net
-        guide = None if guide_net is None else _net_of("guide_net", guide_net)
+        guide = guide_net.net if isinstance(guide_net, EDM2Diffusion) else guide_net
         labels = self._labels(class_labels, batch_size)
         if guidance != 1.0 and guide is None and labels is None:
             raise ValueError(

@@ -34,7 +34,8 @@ from torch.utils.checkpoint import checkpoint
 
 from karras_unet3d.blocks import RESAMPLE_FACTORS, DecoderBlock, EncoderBlock
 from mp_layers import Gain, MPConv3d, MPFourierEmbedding, MPLinear, mp_cat, mp_silu, mp_sum
-from mp_layers.validation import check_bool, check_float, check_int, check_tensor
+from mp_layers.typecheck import typechecked
+from mp_layers.validation import check_float, check_int
 
 __all__ = ["KarrasUnet3D"]
 
@@ -101,6 +102,7 @@ class KarrasUnet3D(nn.Module):
     `f`, `h`, `w` divisible by `downsample_factor` (not only the training shape).
     """
 
+    @typechecked
     def __init__(
         self,
         *,
@@ -147,7 +149,7 @@ class KarrasUnet3D(nn.Module):
                 )
         attn_res_set = {
             check_int("attn_res", r)
-            for r in (attn_res if isinstance(attn_res, (tuple, list, set)) else (attn_res,))
+            for r in ((attn_res,) if isinstance(attn_res, int) else attn_res)
         }
         self.fourier_dim = check_int("fourier_dim", fourier_dim, minimum=2)
         self.attn_dim_head = check_int("attn_dim_head", attn_dim_head)
@@ -156,12 +158,10 @@ class KarrasUnet3D(nn.Module):
         check_float("attn_res_mp_add_t", attn_res_mp_add_t, low=0.0, high=1.0)
         check_float("resnet_mp_add_t", resnet_mp_add_t, low=0.0, high=1.0)
         check_float("dropout", dropout, low=0.0, high=1.0)
-        self.self_condition = check_bool("self_condition", self_condition)
-        self.factorize_space_time_attn = check_bool(
-            "factorize_space_time_attn", factorize_space_time_attn
-        )
-        self.gradient_checkpointing = check_bool("gradient_checkpointing", gradient_checkpointing)
-        self.channels_last = check_bool("channels_last", channels_last)
+        self.self_condition = self_condition
+        self.factorize_space_time_attn = factorize_space_time_attn
+        self.gradient_checkpointing = gradient_checkpointing
+        self.channels_last = channels_last
 
         factors = [RESAMPLE_FACTORS[kind] for kind in types]
         self.frame_factor = math.prod(f[0] for f in factors)
@@ -271,6 +271,7 @@ class KarrasUnet3D(nn.Module):
         return self.num_classes is not None
 
     @classmethod
+    @typechecked
     def from_config(cls, config: dict[str, Any]) -> KarrasUnet3D:
         """Rebuild a network from its `config` dict (e.g. read back from JSON)."""
         kwargs = dict(config)
@@ -279,6 +280,7 @@ class KarrasUnet3D(nn.Module):
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)
 
+    @typechecked
     def label_vector(self, class_labels: Tensor, batch: int) -> Tensor:
         """Validate `class_labels` and return them as a float `(b, num_classes)` vector.
 
@@ -289,32 +291,33 @@ class KarrasUnet3D(nn.Module):
             raise ValueError(
                 "class_labels: this model is unconditional (num_classes=None), got class_labels"
             )
-        labels = check_tensor("class_labels", class_labels)
-        if labels.is_floating_point():
-            if labels.shape != (batch, self.num_classes):
+        if class_labels.is_floating_point():
+            if class_labels.shape != (batch, self.num_classes):
                 raise ValueError(
                     f"class_labels: expected a float label vector of shape "
-                    f"({batch}, {self.num_classes}), got {tuple(labels.shape)}"
+                    f"({batch}, {self.num_classes}), got {tuple(class_labels.shape)}"
                 )
-            return labels.float()
-        if labels.dtype == torch.bool or labels.is_complex():
-            raise TypeError(f"class_labels: expected integer or float labels, got {labels.dtype}")
-        if labels.shape != (batch,):
+            return class_labels.float()
+        if class_labels.dtype == torch.bool or class_labels.is_complex():
+            raise TypeError(
+                f"class_labels: expected integer or float labels, got {class_labels.dtype}"
+            )
+        if class_labels.shape != (batch,):
             raise ValueError(
-                f"class_labels: expected integer labels of shape ({batch},), got {tuple(labels.shape)}"
+                f"class_labels: expected integer labels of shape ({batch},), "
+                f"got {tuple(class_labels.shape)}"
             )
         if not torch.compiler.is_compiling():  # a data-dependent check; skipped inside compile
-            low, high = int(labels.min()), int(labels.max())
+            low, high = int(class_labels.min()), int(class_labels.max())
             if low < 0 or high >= self.num_classes:
                 raise ValueError(
                     f"class_labels: expected labels in [0, {self.num_classes - 1}], "
                     f"got values in [{low}, {high}]"
                 )
-        classes = torch.arange(self.num_classes, device=labels.device)
-        return (labels[:, None] == classes).float()
+        classes = torch.arange(self.num_classes, device=class_labels.device)
+        return (class_labels[:, None] == classes).float()
 
-    def _check_input(self, x: object) -> Tensor:
-        x = check_tensor("x", x)
+    def _check_input(self, x: Tensor) -> Tensor:
         if not x.is_floating_point():
             raise TypeError(f"x: expected a floating-point tensor, got dtype {x.dtype}")
         if x.ndim != 5 or x.shape[1] != self.channels:
@@ -331,10 +334,11 @@ class KarrasUnet3D(nn.Module):
             )
         return x
 
-    def _check_time(self, time: object, batch: int, device: torch.device) -> Tensor:
-        if isinstance(time, (int, float)) and not isinstance(time, bool):
+    def _check_time(self, time: Tensor | float, batch: int, device: torch.device) -> Tensor:
+        if isinstance(time, bool):  # an int passes the hint `float`, and so does a bool
+            raise TypeError("time: expected a float or a float tensor, got a bool")
+        if not isinstance(time, Tensor):
             return torch.full((batch,), float(time), device=device)
-        time = check_tensor("time", time)
         if not time.is_floating_point():
             raise TypeError(
                 f"time: expected a float noise conditioning (EDM2's c_noise = ln(sigma) / 4), "
@@ -353,6 +357,7 @@ class KarrasUnet3D(nn.Module):
         result: Tensor = block(x, emb)
         return result
 
+    @typechecked
     def forward(
         self,
         x: Tensor,
@@ -388,7 +393,7 @@ class KarrasUnet3D(nn.Module):
         if self.self_condition:
             if self_cond is None:
                 self_cond = torch.zeros_like(x)
-            elif check_tensor("self_cond", self_cond).shape != x.shape:
+            elif self_cond.shape != x.shape:
                 raise ValueError(
                     f"self_cond: expected the shape of x {tuple(x.shape)}, got {tuple(self_cond.shape)}"
                 )

@@ -10,6 +10,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from mp_layers.functional import mp_silu, mp_sum, pixel_norm
+from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_balance, check_float, check_floating, check_int
 from mp_layers.weights import MPLinear
 
@@ -26,6 +27,7 @@ SHORT_SEQUENCE = 64
 """`attend` computes attention over up to this many keys by batched matrix products, beyond by SDPA."""
 
 
+@typechecked
 def attend(
     q: Tensor,
     k: Tensor,
@@ -90,6 +92,7 @@ class MPAttention(nn.Module):
     `heads * dim_head` need not equal `dim`.
     """
 
+    @typechecked
     def __init__(
         self,
         dim: int,
@@ -141,6 +144,7 @@ class MPFeedForward(nn.Module):
     `W2: mult * dim -> dim` forced-weight-normalised linear layers.
     """
 
+    @typechecked
     def __init__(self, dim: int, *, mult: float = 4, mp_add_t: float = 0.3) -> None:
         super().__init__()
         self.dim = check_int("dim", dim)
@@ -161,6 +165,7 @@ class MPFeedForward(nn.Module):
 class MPTransformerLayer(nn.Module):
     """One `MPAttention` followed by one `MPFeedForward`: `(b, n, dim) -> (b, n, dim)`."""
 
+    @typechecked
     def __init__(self, attention: MPAttention, feed_forward: MPFeedForward) -> None:
         super().__init__()
         self.attention = attention
@@ -173,6 +178,7 @@ class MPTransformerLayer(nn.Module):
 class MPTransformer(nn.Module):
     """`depth` pairs of `MPAttention` and `MPFeedForward`: `(b, n, dim) -> (b, n, dim)`."""
 
+    @typechecked
     def __init__(
         self,
         dim: int,

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_float, check_floating, check_int
 
 __all__ = ["MPFourierEmbedding"]
@@ -22,6 +23,7 @@ class MPFourierEmbedding(nn.Module):
 
     freqs: Tensor
 
+    @typechecked
     def __init__(self, dim: int, *, bandwidth: float = 1.0) -> None:
         super().__init__()
         self.dim = check_int("dim", dim, minimum=2)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_balance, check_eps, check_float, check_floating
 
 __all__ = ["dropout", "mp_cat", "mp_silu", "mp_sum", "normalize", "pixel_norm"]
@@ -40,6 +41,7 @@ def _reduced_dims(x: Tensor, dim: int | Sequence[int] | None) -> tuple[int, ...]
     return dims
 
 
+@typechecked
 def normalize(x: Tensor, dim: int | Sequence[int] | None = None, eps: float = 1e-4) -> Tensor:
     """Scale `x` to unit RMS over `dim` (EDM2 eq. 30 / algorithm 1 `normalize`).
 
@@ -56,6 +58,11 @@ def normalize(x: Tensor, dim: int | Sequence[int] | None = None, eps: float = 1e
     Returns:
         Tensor of `x`'s shape and dtype.
     """
+    return _normalize(x, dim, eps)
+
+
+def _normalize(x: Tensor, dim: int | Sequence[int] | None, eps: float) -> Tensor:
+    """`normalize` with its value checks but without the type check (for `pixel_norm`)."""
     check_floating("x", x)
     eps = check_eps(eps)
     dims = _reduced_dims(x, dim)
@@ -114,15 +121,17 @@ class _Normalize(torch.autograd.Function):
         return dx.to(x.dtype), None, None, None
 
 
+@typechecked
 def pixel_norm(x: Tensor, dim: int = 1, eps: float = 1e-4) -> Tensor:
     """Pixel normalisation (EDM2 eq. 30): unit RMS over the channel dimension `dim` at every position.
 
     Shapes: `(b, c, *spatial)` with `dim=1`, or tokens `(b, n, d)` / heads `(b, h, n, d)` with
     `dim=-1`. Returns a tensor of the same shape and dtype.
     """
-    return normalize(x, dim=dim, eps=eps)
+    return _normalize(x, dim, eps)
 
 
+@typechecked
 def mp_silu(x: Tensor) -> Tensor:
     """Magnitude-preserving SiLU (EDM2 eq. 81): `silu(x) / 0.596`, unit RMS for unit-normal `x`."""
     # scaling the fresh result in place saves a pass and an allocation; silu's backward reads its
@@ -130,6 +139,7 @@ def mp_silu(x: Tensor) -> Tensor:
     return F.silu(check_floating("x", x)).mul_(1.0 / SILU_RMS)
 
 
+@typechecked
 def mp_sum(a: Tensor, b: Tensor, t: float = 0.5) -> Tensor:
     """Magnitude-preserving sum (EDM2 eq. 88): `lerp(a, b, t) / sqrt((1 - t)^2 + t^2)`.
 
@@ -145,6 +155,7 @@ def mp_sum(a: Tensor, b: Tensor, t: float = 0.5) -> Tensor:
     return a.lerp(b, t).mul_(1.0 / math.sqrt((1.0 - t) ** 2 + t**2))  # in place: see mp_silu
 
 
+@typechecked
 def mp_cat(a: Tensor, b: Tensor, dim: int = 1, t: float = 0.5) -> Tensor:
     """Magnitude-preserving concatenation (EDM2 eq. 103) along `dim`.
 
@@ -167,6 +178,7 @@ def mp_cat(a: Tensor, b: Tensor, dim: int = 1, t: float = 0.5) -> Tensor:
     return torch.cat((a, b), dim=dim).mul_(weights.view(-1, *[1] * (a.ndim - 1 - dim)))
 
 
+@typechecked
 def dropout(x: Tensor, p: float = 0.1, training: bool = True) -> Tensor:
     """`torch.nn.functional.dropout`'s function, drawn faster on CPU. Any shape, same shape out.
 

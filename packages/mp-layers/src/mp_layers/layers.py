@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from mp_layers.functional import dropout, mp_cat, mp_silu, mp_sum, pixel_norm
+from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_balance, check_eps, check_float, check_int
 
 __all__ = ["Dropout", "Gain", "GatedMPSum", "MPCat", "MPSiLU", "MPSum", "PixelNorm"]
@@ -13,6 +14,10 @@ __all__ = ["Dropout", "Gain", "GatedMPSum", "MPCat", "MPSiLU", "MPSum", "PixelNo
 
 class MPSiLU(nn.Module):
     """Magnitude-preserving SiLU, `silu(x) / 0.596` (EDM2 eq. 81). Any shape in, same shape out."""
+
+    @typechecked
+    def __init__(self) -> None:
+        super().__init__()
 
     def forward(self, x: Tensor) -> Tensor:
         return mp_silu(x)
@@ -24,6 +29,7 @@ class Gain(nn.Module):
     Placed after the last layer of a branch so that the branch starts switched off.
     """
 
+    @typechecked
     def __init__(self, init: float = 0.0) -> None:
         super().__init__()
         self.gain = nn.Parameter(torch.tensor(check_float("init", init)))
@@ -39,6 +45,7 @@ class MPSum(nn.Module):
     skip instead: ours follows the paper.
     """
 
+    @typechecked
     def __init__(self, t: float = 0.5) -> None:
         super().__init__()
         self.t = check_balance("t", t)
@@ -62,6 +69,7 @@ class GatedMPSum(nn.Module):
     stands for (EDM2's residual balance, 0.3).
     """
 
+    @typechecked
     def __init__(self, t: float = 0.3, init: float = 0.0) -> None:
         super().__init__()
         self.t = check_balance("t", t)
@@ -80,6 +88,7 @@ class GatedMPSum(nn.Module):
 class MPCat(nn.Module):
     """Magnitude-preserving concatenation along `dim` (EDM2 eq. 103); `t` is the weight of `b`."""
 
+    @typechecked
     def __init__(self, t: float = 0.5, dim: int = 1) -> None:
         super().__init__()
         self.t = check_balance("t", t)
@@ -95,6 +104,7 @@ class MPCat(nn.Module):
 class PixelNorm(nn.Module):
     """Unit RMS over dimension `dim` at every position (EDM2 eq. 30). Same shape out."""
 
+    @typechecked
     def __init__(self, dim: int = 1, eps: float = 1e-4) -> None:
         super().__init__()
         self.dim = check_int("dim", dim, minimum=-(2**31))
@@ -110,6 +120,7 @@ class PixelNorm(nn.Module):
 class Dropout(nn.Module):
     """`nn.Dropout(p)` through `mp_layers.functional.dropout` (faster on CPU). Same shape out."""
 
+    @typechecked
     def __init__(self, p: float = 0.1) -> None:
         super().__init__()
         self.p = check_float("p", p, low=0.0, high=1.0)

@@ -20,6 +20,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from mp_layers.typecheck import typechecked
+
 __all__ = [
     "atomic_write",
     "check_state_dict",
@@ -35,6 +37,7 @@ _LISTED = 8  # how many mismatched keys an error message names
 # atomic writes
 
 
+@typechecked
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Run `write(temporary_path)` next to `path`, then rename it over `path` (atomic on POSIX)."""
     # a fresh unique name, created with the usual permissions (mkstemp's would be 0600)
@@ -58,11 +61,13 @@ def _write_json(data: dict[str, Any], tmp: str) -> None:
         file.write("\n")
 
 
+@typechecked
 def write_config(path: Path, config: dict[str, Any]) -> None:
     """Write `config` as JSON to `path` atomically (used by `save_pretrained` and the CLI's runs)."""
     atomic_write(path, lambda tmp: _write_json(config, tmp))
 
 
+@typechecked
 def plain_state_dict(module: nn.Module) -> dict[str, Tensor]:
     """The state dict as contiguous CPU tensors that share no memory (safetensors refuses shared
     tensors; the Unet3D shares one rotary embedding, a few floats, between its attentions)."""
@@ -81,6 +86,7 @@ def plain_state_dict(module: nn.Module) -> dict[str, Tensor]:
 # state dict checks
 
 
+@typechecked
 def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
     """ValueError naming missing, unexpected and mis-shaped keys of `state` against `model`."""
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
@@ -103,6 +109,7 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], source: str)
         )
 
 
+@typechecked
 def load_state_checked(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
     """Load `state` into `model` (strict) after `check_state_dict`."""
     check_state_dict(model, state, source)

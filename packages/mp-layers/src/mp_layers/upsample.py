@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_floating, check_int
 
 __all__ = ["conv_nearest_upsampled", "memory_format_of", "upsample_nearest"]
@@ -62,6 +63,7 @@ def _phase_kernels(weight: Tensor, taps: list[PhaseTaps]) -> Tensor:
     return torch.einsum(spec, *operands, weight)
 
 
+@typechecked
 def conv_nearest_upsampled(x: Tensor, weight: Tensor, factors: Sequence[int]) -> Tensor:
     """`convNd(nearest_upsample(x, factors), weight, padding="same")` without up-sampling `x`.
 
@@ -124,6 +126,7 @@ def conv_nearest_upsampled(x: Tensor, weight: Tensor, factors: Sequence[int]) ->
     return out
 
 
+@typechecked
 def memory_format_of(x: Tensor) -> torch.memory_format:
     """`channels_last(_3d)` for a 4-D (5-D) tensor laid out so, else `contiguous_format`."""
     if x.ndim == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
@@ -140,6 +143,7 @@ def _all_phases(factors: tuple[int, ...]) -> list[tuple[int, ...]]:
     return phases
 
 
+@typechecked
 def upsample_nearest(x: Tensor, factors: Sequence[int]) -> Tensor:
     """Nearest-neighbour up-sampling of `(b, c, *spatial)` by one integer factor per dimension."""
     if math.prod(factors) == 1:

@@ -1,9 +1,14 @@
 """Argument validation for public constructors and functions, shared by every package.
 
-The core depends on torch and einops only, so instead of a runtime type checker these helpers give
-the same guarantee: a wrong type is a `TypeError`, a wrong value a `ValueError`, and both name the
-argument, what was expected and what was given. Model packages use them too, so that every
-package reports bad input the same way.
+Types are checked by `mp_layers.typecheck.typechecked` (beartype) from the type hints; these
+helpers check what a hint cannot say: ranges (`dim >= 1`, `t` in [0, 1]), finiteness, odd kernel
+sizes, floating-point dtypes, and that a bool is not taken for an int (bool is a subclass of
+int, so `dim: int` admits `True`). A wrong type is a `TypeError`, a wrong value a `ValueError`,
+and both name the argument, what was expected and what was given. Model packages use them too, so
+that every package reports bad input the same way.
+
+The helpers are not `typechecked` themselves: their `value` is an `object` by design (they are the
+check), and they run in every forward pass.
 """
 
 from __future__ import annotations

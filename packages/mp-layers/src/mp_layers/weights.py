@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mp_layers.functional import _scaled_normalize
+from mp_layers.typecheck import typechecked
 from mp_layers.upsample import CONV_BY_DIMS, conv_nearest_upsampled, memory_format_of
-from mp_layers.validation import check_bool, check_floating, check_int, check_kernel_size
+from mp_layers.validation import check_floating, check_int, check_kernel_size
 from mp_layers.winograd import (
     winograd_conv3d,
     winograd_conv3d_transformed,
@@ -59,8 +60,6 @@ class _ForcedWeightNorm(nn.Module):
         super().__init__()
         self.dim_in = check_int("dim_in", dim_in)
         self.dim_out = check_int("dim_out", dim_out)
-        check_bool("concat_ones_to_input", concat_ones_to_input)
-        check_bool("init_dirac", init_dirac)
         self.kernel_size = kernel_size
         self.concat_ones_to_input = concat_ones_to_input
         weight = torch.randn(dim_out, dim_in + int(concat_ones_to_input), *kernel_size)
@@ -145,6 +144,7 @@ class _ForcedWeightNorm(nn.Module):
 class MPLinear(_ForcedWeightNorm):
     """Magnitude-preserving linear layer: `(..., dim_in) -> (..., dim_out)`, no bias."""
 
+    @typechecked
     def __init__(self, dim_in: int, dim_out: int) -> None:
         super().__init__(dim_in, dim_out, ())
 
@@ -158,11 +158,12 @@ class MPLinear(_ForcedWeightNorm):
 
 
 class _MPConvNd(_ForcedWeightNorm):
+    @typechecked
     def __init__(
         self,
         dim_in: int,
         dim_out: int,
-        kernel_size: int | tuple[int, ...],
+        kernel_size: int | Sequence[int],
         *,
         concat_ones_to_input: bool = False,
         init_dirac: bool = False,

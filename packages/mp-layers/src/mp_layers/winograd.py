@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.grad import conv3d_weight
 
+from mp_layers.typecheck import typechecked
+
 __all__ = [
     "set_winograd_enabled",
     "winograd_conv3d",
@@ -51,14 +53,14 @@ _state = {"enabled": True}
 Views = Sequence[Tensor]
 
 
+@typechecked
 def set_winograd_enabled(enabled: bool) -> bool:
     """Allow (default) or forbid Winograd convolutions in `MPConv3d`; returns the previous value."""
-    if not isinstance(enabled, bool):
-        raise TypeError(f"set_winograd_enabled: expected a bool, got {type(enabled).__name__}")
     previous, _state["enabled"] = _state["enabled"], enabled
     return previous
 
 
+@typechecked
 def winograd_enabled() -> bool:
     """Whether `MPConv3d` may use `winograd_conv3d` (see `set_winograd_enabled`)."""
     return _state["enabled"]
@@ -170,6 +172,7 @@ _ALGORITHMS = (_F23, _F43, _F43)  # time, height, width
 _POSITIONS = math.prod(a.n for a in _ALGORITHMS)  # 144 products per tile and channel pair
 
 
+@typechecked
 def winograd_weight(weight: Tensor) -> Tensor:
     """`(c_out, c_in, 3, 3, 3) -> (144, c_in, c_out)`: the kernel transformed (G w G^T along each
     axis), in the layout of the batched GEMM, in at least float32. One GEMM with the Kronecker
@@ -198,6 +201,7 @@ def _check_kernel(weight: Tensor) -> None:
 MAX_TILE_BYTES = 256 * 2**20  # the largest transformed-tile buffer `winograd_worthwhile` allows
 
 
+@typechecked
 def winograd_worthwhile(x: Tensor, weight: Tensor, *, backward: bool) -> bool:
     """Whether `MPConv3d` should call `winograd_conv3d` for this input and weight: enabled, a
     3x3x3 kernel, float32 on the CPU, not compiling, and large enough that the GEMM saving beats
@@ -230,6 +234,7 @@ def winograd_worthwhile(x: Tensor, weight: Tensor, *, backward: bool) -> bool:
     )
 
 
+@typechecked
 def winograd_conv3d(x: Tensor, weight: Tensor) -> Tensor:
     """`F.conv3d(x, weight, padding=1)` for a 3x3x3 kernel, by Winograd's algorithm.
 
@@ -273,6 +278,7 @@ class _WinogradConv3d(torch.autograd.Function):
         return grad_x, grad_w
 
 
+@typechecked
 def winograd_conv3d_transformed(x: Tensor, transformed: Tensor) -> Tensor:
     """The forward of `winograd_conv3d` with a kernel already in `winograd_weight` form (no
     autograd through the kernel: for cached eval weights)."""

@@ -8,6 +8,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from mp_layers.typecheck import typechecked
+
 FIELDS = ("step", "loss", "lr", "grad_norm", "skipped", "time_s")
 
 
@@ -20,8 +22,9 @@ class MetricsLog:
     its last checkpoint), atomically via a temporary file.
     """
 
+    @typechecked
     def __init__(self, path: str | os.PathLike[str], extra_fields: Sequence[str] = ()) -> None:
-        if isinstance(extra_fields, str):
+        if isinstance(extra_fields, str):  # a str is a sequence of str: the hint lets it pass
             raise TypeError("extra_fields: expected a sequence of column names, got a str")
         extra = tuple(extra_fields)
         taken = set(FIELDS)
@@ -64,12 +67,14 @@ class MetricsLog:
         os.replace(tmp, self.path)
 
 
+@typechecked
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     """The rows of a metrics CSV as dicts of strings."""
     with Path(path).open(newline="") as handle:
         return list(csv.DictReader(handle))
 
 
+@typechecked
 def plot_loss(csv_path: str | os.PathLike[str], png_path: str | os.PathLike[str]) -> None:
     """Draw loss against step from a metrics CSV into a PNG (skipped steps are left out), with
     one more line per `loss_{name}` column (a `TrainingPhase`; its empty cells are left out).

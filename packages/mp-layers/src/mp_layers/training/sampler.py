@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import torch
 
+from mp_layers.typecheck import typechecked
+
 
 class ResumableBatchSampler:
     """Infinite stream of index batches for one process, resumable from any batch.
@@ -31,6 +33,7 @@ class ResumableBatchSampler:
         start_batch: batches already consumed by this process (the resume position).
     """
 
+    @typechecked
     def __init__(
         self,
         *,

@@ -91,8 +91,8 @@ def gather_full_state(model: nn.Module) -> dict[str, torch.Tensor]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    state: dict[str, torch.Tensor] = get_model_state_dict(model, options=options)
-    return state
+    state = get_model_state_dict(model, options=options)
+    return {name: value for name, value in state.items() if isinstance(value, torch.Tensor)}
 
 
 def save_sharded(folder: Path, model: nn.Module, optimizer: Optimizer) -> None:

@@ -11,14 +11,15 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_int
 from mp_layers.video._color import to_channels
 from mp_layers.video.io import FRAME_SUFFIXES, VIDEO_SUFFIXES, count_frames, read_video
 
 
-def _check_extensions(extensions: object) -> tuple[str, ...]:
-    if isinstance(extensions, str) or not isinstance(extensions, (tuple, list)):
-        raise TypeError(f"extensions: expected a tuple of suffixes, got {extensions!r}")
+def _check_extensions(extensions: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(extensions, str):  # a str is a sequence of str, so the type hint lets it pass
+        raise TypeError(f"extensions: expected a tuple of suffixes, got the str {extensions!r}")
     lowered = tuple(str(e).lower() for e in extensions)
     known = VIDEO_SUFFIXES + FRAME_SUFFIXES
     if not lowered or any(e not in known for e in lowered):
@@ -66,6 +67,7 @@ class VideoFolder(Dataset[dict[str, Any]]):
     `skip_undecodable=True` or `pad_short=False`, and only lists files otherwise.
     """
 
+    @typechecked
     def __init__(
         self,
         root: str | os.PathLike[str],
@@ -79,8 +81,6 @@ class VideoFolder(Dataset[dict[str, Any]]):
         skip_undecodable: bool = False,
         channels: int = 3,
     ) -> None:
-        if not isinstance(root, (str, os.PathLike)):
-            raise TypeError(f"root: expected a str or os.PathLike, got {type(root).__name__}")
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f"root: expected an existing folder, got {self.root}")
@@ -89,10 +89,6 @@ class VideoFolder(Dataset[dict[str, Any]]):
         self.frame_stride = check_int("frame_stride", frame_stride)
         if channels not in (1, 3) or isinstance(channels, bool):
             raise ValueError(f"channels: expected 1 or 3, got {channels!r}")
-        for name, flag in [("random_flip", random_flip), ("pad_short", pad_short),
-                           ("skip_undecodable", skip_undecodable)]:  # fmt: skip
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name}: expected a bool, got {flag!r}")
         self.channels, self.random_flip = channels, random_flip
         self.pad_short, self.skip_undecodable = pad_short, skip_undecodable
         self.extensions = _check_extensions(extensions)
@@ -167,12 +163,13 @@ class VideoFolder(Dataset[dict[str, Any]]):
         raise ValueError(f"no clip in {self.root} could be decoded")
 
 
+@typechecked
 def collate_videos(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Batch dataset items: tensors are stacked (`video` becomes `(B, C, F, H, W)`), ints become
     an int64 tensor `(B,)`, floats a float32 tensor, and strings (and anything else) stay lists."""
-    if isinstance(items, Mapping) or not isinstance(items, Sequence) or not items:
+    if not items:
         raise ValueError("items: expected a non-empty sequence of dicts")
-    if not all(isinstance(item, Mapping) for item in items):
+    if not all(isinstance(item, Mapping) for item in items):  # beartype samples only one item
         raise TypeError("items: expected every item to be a dict")
     keys = set(items[0])
     if any(set(item) != keys for item in items):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_floating, check_int
 
 try:
@@ -86,17 +87,16 @@ def _read_container(path: Path, limit: int | None) -> np.ndarray:
     return np.stack(arrays)
 
 
-def _check_path(path: object, suffixes: tuple[str, ...]) -> Path:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such video file or frame folder: {path}")
-    if path.is_file() and path.suffix.lower() not in suffixes:
-        raise ValueError(f"cannot read video {path}: expected a suffix in {suffixes}")
-    return path
+def _check_path(path: str | os.PathLike[str], suffixes: tuple[str, ...]) -> Path:
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"no such video file or frame folder: {file}")
+    if file.is_file() and file.suffix.lower() not in suffixes:
+        raise ValueError(f"cannot read video {file}: expected a suffix in {suffixes}")
+    return file
 
 
+@typechecked
 def count_frames(path: str | os.PathLike[str]) -> int:
     """Number of frames in a video file or frame folder, counted without decoding pixels.
 
@@ -120,6 +120,7 @@ def count_frames(path: str | os.PathLike[str]) -> int:
     return _decoding(file, demux)
 
 
+@typechecked
 def resize_center_crop(video: torch.Tensor, image_size: int) -> torch.Tensor:
     """Resize `(C, F, H, W)` so the shorter side is `image_size` (bilinear, antialiased), then
     crop the centre `image_size × image_size` square. Returns `(C, F, image_size, image_size)`."""
@@ -139,6 +140,7 @@ def resize_center_crop(video: torch.Tensor, image_size: int) -> torch.Tensor:
     return video[..., top : top + size, left : left + size]
 
 
+@typechecked
 def read_video(
     path: str | os.PathLike[str], *, num_frames: int | None = None, image_size: int | None = None
 ) -> torch.Tensor:
@@ -217,6 +219,7 @@ def _encode_mp4(frames: np.ndarray, path: str, rate: Fraction) -> None:
         container.mux(stream.encode())
 
 
+@typechecked
 def write_video(video: torch.Tensor, path: str | os.PathLike[str], *, fps: float = 8) -> None:
     """Write a video `(C, F, H, W)` with values in [0, 1] (C = 3 for RGB, 1 for grey) to `path`.
 
@@ -226,15 +229,13 @@ def write_video(video: torch.Tensor, path: str | os.PathLike[str], *, fps: float
     written to a temporary name in the same folder and renamed into place, so a crash never
     leaves a half-written video at `path`.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix not in WRITE_SUFFIXES:
         raise ValueError(f"path: expected a suffix in {WRITE_SUFFIXES}, got {target.name!r}")
     if not target.parent.is_dir():
         raise ValueError(f"path: the folder {target.parent} does not exist")
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < math.inf:
+    if isinstance(fps, bool) or not 0 < fps < math.inf:
         raise ValueError(f"fps: expected a positive number, got {fps!r}")
     video = _check_video_to_write(video, suffix).detach().to("cpu", torch.float32)
     video = video.expand(3, -1, -1, -1)
@@ -253,6 +254,7 @@ def write_video(video: torch.Tensor, path: str | os.PathLike[str], *, fps: float
             os.unlink(temporary)
 
 
+@typechecked
 def video_grid(
     videos: torch.Tensor, nrow: int, *, padding: int = 2, pad_value: float = 0.0
 ) -> torch.Tensor:

@@ -8,10 +8,12 @@ from collections.abc import Sequence
 import torch
 from einops import rearrange
 
+from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_floating
 from mp_layers.video._color import PALETTE, palette_tensor
 
 
+@typechecked
 def predict_palette_color(videos: torch.Tensor) -> torch.Tensor:
     """Dominant palette colour of each clip `(B, C, F, H, W)` (C = 3 RGB, or 1 luma) → `(B,)` int64.
 
@@ -41,6 +43,7 @@ def predict_palette_color(videos: torch.Tensor) -> torch.Tensor:
     return torch.where(foreground.sum(1) > 0, foreground.argmax(1), -1)
 
 
+@typechecked
 def palette_color_accuracy(videos: torch.Tensor, labels: torch.Tensor | Sequence[int]) -> float:
     """Fraction of clips `(B, C, F, H, W)` whose dominant palette colour (`predict_palette_color`)
     equals the requested colour index in `labels` `(B,)`; a clip without foreground is wrong."""

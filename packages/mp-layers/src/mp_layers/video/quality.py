@@ -42,6 +42,7 @@ from collections.abc import Sequence
 
 import torch
 
+from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_float, check_floating, check_int
 from mp_layers.video._color import PALETTE, palette_tensor
 from mp_layers.video.metrics import palette_color_accuracy
@@ -105,6 +106,7 @@ def _speck_limit(min_speck: int, side: int) -> int:
     return min(min_speck, min(_reference_areas(side)))
 
 
+@typechecked
 def object_masks(videos: torch.Tensor) -> torch.Tensor:
     """Foreground of every frame: `videos (b, c, f, h, w)` → `(b, f, h, w)` bool.
 
@@ -124,6 +126,7 @@ def object_masks(videos: torch.Tensor) -> torch.Tensor:
     return (scores - references.square().sum(-1)).amax(-1) > 0
 
 
+@typechecked
 def connected_components(mask: torch.Tensor) -> torch.Tensor:
     """Label the 4-connected components of a boolean `mask (..., h, w)` → `(..., h, w)` int64.
 
@@ -134,7 +137,6 @@ def connected_components(mask: torch.Tensor) -> torch.Tensor:
     maximum over itself and its four neighbours and jumps to the label of the pixel its label
     names (which lies in the same component), until nothing changes; no loop over pixels.
     """
-    mask = torch.as_tensor(mask)
     if mask.dtype != torch.bool:
         raise TypeError(f"mask: expected a bool tensor, got dtype {mask.dtype}")
     if mask.ndim < 2:
@@ -171,11 +173,11 @@ def connected_components(mask: torch.Tensor) -> torch.Tensor:
     return out.view(mask.shape)
 
 
+@typechecked
 def component_areas(labels: torch.Tensor) -> torch.Tensor:
     """Pixel counts of the components of `labels (..., h, w)` (from `connected_components`) →
     `(..., h * w + 1)` int64: entry `k` is the area of the component labelled `k` in that image
     (0 where no component has that label; entry 0, the background, is always 0)."""
-    labels = torch.as_tensor(labels)
     if labels.dtype != torch.int64 or labels.ndim < 2:
         raise TypeError(
             f"labels: expected an int64 tensor (..., h, w), got dtype {labels.dtype} "
@@ -196,6 +198,7 @@ def _check_side(sprite_side: object, videos: torch.Tensor) -> int:
     return check_int("sprite_side", sprite_side, minimum=2)
 
 
+@typechecked
 def object_rate(
     videos: torch.Tensor,
     *,
@@ -228,9 +231,7 @@ def object_rate(
     return good.double().mean().item()
 
 
-def _check_area_range(area_range: object) -> tuple[float, float]:
-    if not isinstance(area_range, (tuple, list)) or len(area_range) != 2:
-        raise TypeError(f"area_range: expected a pair (low, high) of floats, got {area_range!r}")
+def _check_area_range(area_range: tuple[float, float]) -> tuple[float, float]:
     low = check_float("area_range[0]", area_range[0], low=0.0)
     high = check_float("area_range[1]", area_range[1], low=0.0)
     if low > high:
@@ -288,6 +289,7 @@ _MIN_RUN = 2  # from SHAPE_MIN_SIDE up, rows/columns of fewer pixels are left ou
 _FEATURE_SCALE = (1.0, 2.0)  # the upper-half share varies half as much as the fill ratio
 
 
+@typechecked
 def predict_shape(
     videos: torch.Tensor, *, sprite_side: int | None = None, min_speck: int = _MIN_SPECK
 ) -> torch.Tensor:
@@ -333,6 +335,7 @@ def _check_indices(name: str, values: object, batch: int, count: int, what: str)
     return tensor
 
 
+@typechecked
 def shape_accuracy(
     videos: torch.Tensor,
     shapes: torch.Tensor | Sequence[int],
@@ -373,6 +376,7 @@ def _centroids(
     return centres, present, gaps
 
 
+@typechecked
 def motion_stats(videos: torch.Tensor, *, min_speck: int = _MIN_SPECK) -> dict[str, float]:
     """Motion of the object in `videos (b, c, f, h, w)`: `{"displacement", "path_deviation"}`.
 
@@ -424,6 +428,7 @@ def _real_motion_stats(image_size: int, num_frames: int, n: int) -> tuple[float,
     return stats["displacement"], stats["path_deviation"]
 
 
+@typechecked
 def real_motion_stats(image_size: int, num_frames: int, n: int = 64) -> dict[str, float]:
     """`motion_stats` of the first `n` real `MovingShapes` clips (seed 0, RGB) of this size and
     length, for comparison with samples (cached). E.g. 16 frames: displacement 1.09, 2.04 and
@@ -443,6 +448,7 @@ def _pixels(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
+@typechecked
 def sample_quality_report(
     videos: torch.Tensor,
     *,

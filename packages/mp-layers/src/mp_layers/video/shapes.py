@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_int
 from mp_layers.video._color import COLOR_NAMES, PALETTE, to_channels
 
@@ -52,6 +53,7 @@ class MovingShapes(Dataset[dict[str, Any]]):
     (grey levels 0.299, 0.587, 0.114, 0.886); the label still names the colour.
     """
 
+    @typechecked
     def __init__(
         self,
         num_videos: int = 1024,
