@@ -68,9 +68,10 @@ def _placement(text: str, default: list[str]) -> list[str]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    # A unique temporary name: under several processes every rank writes the same file.
+    from mp_layers.pretrained import atomic_write
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
 
 
 def _train_parser() -> argparse.ArgumentParser:
