@@ -227,6 +227,24 @@ def test_post_hoc_ema_snapshots_and_resume(worker: ModuleType, tmp_path: Path) -
     assert int(again.post_hoc_ema.step) == 6
 
 
+def test_post_hoc_ema_follows_every_step(worker: ModuleType, tmp_path: Path) -> None:
+    """EDM2's power-function EMA averages every step: after 30 steps the profile of sigma_rel 0.05
+    sits near the trained weights, and a synthesized EMA of that width too. (With ema-pytorch's
+    default `update_every=100` the average stayed at the initial weights.)"""
+    initial = worker.make_model().state_dict()
+    kwargs = {"ema_beta": None, "post_hoc_ema_sigma_rels": (0.05, 0.1), "post_hoc_ema_every": 10}
+    trainer = _trainer(worker, tmp_path, steps=30, **kwargs)
+    trainer.fit()
+    assert trainer.post_hoc_ema is not None
+    final = trainer.unwrapped_model.state_dict()
+    profile = trainer.post_hoc_ema.ema_models[0].ema_model.state_dict()
+    synthesized = trainer.post_hoc_ema.synthesize_ema_model(sigma_rel=0.05).ema_model.state_dict()
+    for name, value in final.items():
+        start = (initial[name] - value).norm()
+        assert (profile[name] - value).norm() < 0.5 * start, name
+        assert (synthesized[name] - value).norm() < 0.6 * start, name
+
+
 def test_sample_sheet_written(worker: ModuleType, tmp_path: Path) -> None:
     pytest.importorskip("mp_layers.video")
     seen: list[bool] = []

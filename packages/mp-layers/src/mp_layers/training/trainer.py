@@ -428,6 +428,10 @@ class Trainer:
                 sigma_rels=config.post_hoc_ema_sigma_rels,
                 checkpoint_every_num_steps=config.post_hoc_ema_every,
                 checkpoint_folder=str(self.out_dir / "post_hoc_ema"),
+                # ema-pytorch's KarrasEMA defaults to updating every 100th call while its beta
+                # counts every call: the average then spans far more than sigma_rel of the run
+                # (mostly the untrained start). EDM2's power-function EMA updates every step.
+                update_every=1,
             )
 
     @property
