@@ -38,7 +38,7 @@ _LISTED = 8  # how many mismatched keys an error message names
 
 
 @typechecked
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     """Run `write(temporary_path)` next to `path`, then rename it over `path` (atomic on POSIX)."""
     # a fresh unique name, created with the usual permissions (mkstemp's would be 0600)
     tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp")
