@@ -9,8 +9,13 @@ import pytest
 pytest.importorskip("mp_layers.training")
 pytest.importorskip("mp_layers.video")
 
-from karras_unet3d.cli import CONFIG_FILE, main, sample, synthesize_ema, train
-from mp_layers.video import read_video
+import json
+import math
+
+import torch
+
+from karras_unet3d.cli import CONFIG_FILE, data_rms, main, sample, synthesize_ema, train
+from mp_layers.video import MovingShapes, read_video
 
 TINY_RUN = [
     "--steps", "2", "--batch-size", "2", "--image-size", "8", "--frames", "2", "--dim", "8",
@@ -67,3 +72,31 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sample", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "x.gif")]) == 1
     assert "error" in capsys.readouterr().err
     assert main(["train", *TINY_RUN, "--out", str(tmp_path / "r"), "--downsample-types", "x"]) == 1
+
+
+def test_data_rms_is_the_second_moment_of_clips_in_minus_one_one() -> None:
+    clips = [{"video": torch.full((3, 2, 4, 4), value)} for value in (0.0, 1.0, 0.75)]
+    # [-1, 1]: -1, 1 and 0.5 -> sqrt((1 + 1 + 0.25) / 3)
+    assert data_rms(clips) == pytest.approx(math.sqrt(2.25 / 3))
+    assert data_rms(clips, num_clips=2) == pytest.approx(1.0)  # only the first clips
+    # MovingShapes, a small sprite on black, is about 1.0 (EDM's natural-image 0.5 is 2x off)
+    shapes = MovingShapes(num_videos=16, image_size=16, num_frames=8, seed=0)
+    assert 0.95 < data_rms(shapes) <= 1.0
+    with pytest.raises(ValueError, match="at least one clip"):
+        data_rms([])
+    with pytest.raises(ValueError, match="num_clips"):
+        data_rms(clips, num_clips=0)
+
+
+def test_train_noise_flags_reach_the_run_config(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train([*TINY_RUN, "--steps", "1", "--out", str(run), "--p-mean", "0.2", "--p-std", "1.3"])
+    diffusion = json.loads((run / CONFIG_FILE).read_text())["diffusion"]
+    auto = data_rms(MovingShapes(num_videos=8, image_size=8, num_frames=2, seed=0))
+    assert diffusion["sigma_data"] == pytest.approx(auto, abs=1e-4)  # --sigma-data auto
+    assert (diffusion["P_mean"], diffusion["P_std"]) == (0.2, 1.3)
+    train([*TINY_RUN, "--steps", "1", "--out", str(tmp_path / "b"), "--sigma-data", "0.5"])
+    assert json.loads((tmp_path / "b" / CONFIG_FILE).read_text())["diffusion"]["sigma_data"] == 0.5
+    for bad in ("0", "-1", "big"):
+        with pytest.raises(SystemExit):
+            train([*TINY_RUN, "--out", str(tmp_path / "c"), "--sigma-data", bad])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -29,6 +30,7 @@ from mp_layers.typecheck import typechecked
 
 __all__ = [
     "build_model",
+    "data_rms",
     "find_run_config",
     "main",
     "sample",
@@ -64,6 +66,38 @@ def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(part) for part in text.split(",") if part.strip())
 
 
+def _sigma_data(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a float > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a float > 0, got {text!r}")
+    return value
+
+
+@typechecked
+def data_rms(dataset: Any, *, num_clips: int = 64) -> float:
+    """The root mean square of the first `num_clips` clips of `dataset` mapped to [-1, 1]: the
+    `sigma_data` EDM's preconditioning assumes (`c_skip`, `c_out` and the loss weight are derived
+    from the data's second moment `E[y^2] = sigma_data^2`, EDM appendix B.6). Natural images give
+    about 0.5 (EDM's default); MovingShapes, a small sprite on black, gives 1.0."""
+    from mp_layers.validation import check_int
+
+    num_clips = check_int("num_clips", num_clips)
+    count = min(len(dataset), num_clips)
+    if count == 0:
+        raise ValueError("dataset: expected at least one clip, got an empty dataset")
+    total, size = 0.0, 0
+    for index in range(count):
+        video = dataset[index]["video"].to(torch.float64) * 2 - 1
+        total += float(video.square().sum())
+        size += video.numel()
+    return math.sqrt(total / size)
+
+
 def _train_parser() -> argparse.ArgumentParser:
     from mp_layers.training import add_train_arguments
 
@@ -87,6 +121,14 @@ def _train_parser() -> argparse.ArgumentParser:
     add("--gradient-checkpointing", action="store_true")
     add("--num-classes", type=int, default=None, help="default: 4 (colours) for synthetic data")
     add("--label-dropout", type=float, default=0.1, help="trains the unconditional CFG branch")
+    add(
+        "--sigma-data",
+        type=_sigma_data,
+        default="auto",
+        help="EDM sigma_data: a float, or 'auto' for the RMS of the first clips in [-1, 1]",
+    )
+    add("--p-mean", type=float, default=-0.4, help="training noise: ln(sigma) ~ N(P_mean, P_std^2)")
+    add("--p-std", type=float, default=1.0, help="training noise: ln(sigma) ~ N(P_mean, P_std^2)")
     add("--num-videos", type=int, default=4096, help="MovingShapes clips")
     add("--warmup-steps", type=int, default=50, help="linear LR warm-up (EDM2 rampup)")
     add("--decay-steps", type=int, default=1000, help="inverse-sqrt LR decay after these steps")
@@ -213,7 +255,14 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     torch.manual_seed(args.seed)
     net = KarrasUnet3D(**net_config)
-    model = EDM2Diffusion(net, label_dropout=args.label_dropout if num_classes else 0.0)
+    sigma_data = data_rms(dataset) if args.sigma_data == "auto" else args.sigma_data
+    model = EDM2Diffusion(
+        net,
+        sigma_data=round(sigma_data, 4),
+        P_mean=args.p_mean,
+        P_std=args.p_std,
+        label_dropout=args.label_dropout if num_classes else 0.0,
+    )
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / CONFIG_FILE, {"net": net.config, "diffusion": model.config})
 
