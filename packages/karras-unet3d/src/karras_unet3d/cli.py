@@ -44,10 +44,10 @@ CONFIG_FILE = "karras_unet3d.json"
 # The default run: a class-conditional model on 16x16, 8-frame MovingShapes, sized to train on a
 # 2-core CPU within 10 minutes (see the README for measured times and accuracy).
 DEFAULTS: dict[str, Any] = {
-    "steps": 2200,
+    "steps": 3000,
     "max_time": 480.0,  # stop (with a checkpoint, then sample) after 8 minutes on a slow machine
     "batch_size": 8,
-    "lr": 1e-2,
+    "lr": 2e-2,
     "out": "runs/karras-unet3d",
     "save_every": 250,
     "sample_every": 0,
@@ -113,7 +113,11 @@ def _train_parser() -> argparse.ArgumentParser:
     add("--dim-max", type=int, default=32, help="channel cap")
     add("--num-downsamples", type=int, default=2)
     add("--num-blocks-per-stage", default="1", help="int or comma list (one per down-sampling)")
-    add("--downsample-types", default="all,all", help="comma list of all|frame|image")
+    add(
+        "--downsample-types",
+        default="image,image",
+        help="comma list of all|frame|image (default: keep every frame, see the README)",
+    )
     add("--attn-res", default="4", help="comma list of image resolutions with attention")
     add("--attn-dim-head", type=int, default=16)
     add("--dropout", type=float, default=0.0)
@@ -127,7 +131,7 @@ def _train_parser() -> argparse.ArgumentParser:
         default="auto",
         help="EDM sigma_data: a float, or 'auto' for the RMS of the first clips in [-1, 1]",
     )
-    add("--p-mean", type=float, default=-0.4, help="training noise: ln(sigma) ~ N(P_mean, P_std^2)")
+    add("--p-mean", type=float, default=0.4, help="training noise: ln(sigma) ~ N(P_mean, P_std^2)")
     add("--p-std", type=float, default=1.0, help="training noise: ln(sigma) ~ N(P_mean, P_std^2)")
     add("--num-videos", type=int, default=4096, help="MovingShapes clips")
     add("--warmup-steps", type=int, default=50, help="linear LR warm-up (EDM2 rampup)")
