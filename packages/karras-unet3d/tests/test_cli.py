@@ -100,3 +100,54 @@ def test_train_noise_flags_reach_the_run_config(tmp_path: Path) -> None:
     for bad in ("0", "-1", "big"):
         with pytest.raises(SystemExit):
             train([*TINY_RUN, "--out", str(tmp_path / "c"), "--sigma-data", bad])
+
+
+def test_colour_shape_classes_train_sample_and_report_shape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    train([*TINY_RUN, "--steps", "1", "--out", str(run), "--classes", "colour-shape"])
+    config = json.loads((run / CONFIG_FILE).read_text())
+    assert config["classes"] == "colour-shape"
+    assert config["net"]["num_classes"] == 12
+    printed = capsys.readouterr().out
+    assert "class-colour accuracy of 12 samples" in printed  # one clip per class
+    assert "shape n/a (sprite side 2 < 6)" in printed  # 8x8: too small to tell shapes
+    sample(["--checkpoint", str(run), "--out", str(tmp_path / "s.gif"), "--steps", "1",
+            "--num-per-class", "1"])  # fmt: skip
+    assert "shape n/a" in capsys.readouterr().out
+    assert read_video(tmp_path / "s.gif").shape[2] == 12 * (8 + 2) + 2  # one row per class
+
+
+def test_report_decodes_colour_shape_classes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Real 32x32 clips labelled colour * 3 + shape: colour and shape must both score 100 %.
+    from karras_unet3d.cli import _class_labels, _report_samples
+
+    data = MovingShapes(num_videos=48, image_size=32, num_frames=4, seed=0)
+    items = [data[i] for i in range(48)]
+    batch = {key: torch.tensor([item[key] for item in items]) for key in ("label", "shape")}
+    labels = _class_labels(batch, "colour-shape")
+    assert torch.equal(labels, batch["label"] * 3 + batch["shape"])
+    assert set(labels.tolist()) == set(range(12))
+    videos = torch.stack([item["video"] for item in items])
+    accuracy = _report_samples(videos, labels, tmp_path / "r.gif", num_per_class=4,
+                               classes="colour-shape")  # fmt: skip
+    assert accuracy == 1.0
+    assert "shape 100.0%" in capsys.readouterr().out
+    _report_samples(videos, labels % 4, tmp_path / "c.gif", num_per_class=4, classes=None)
+    assert "colour" not in capsys.readouterr().out  # labels that are not colours: not scored
+
+
+def test_classes_errors_and_runs_without_the_key(tmp_path: Path) -> None:
+    from karras_unet3d.cli import _run_classes
+
+    base = [*TINY_RUN, "--out", str(tmp_path / "r")]
+    assert main(["train", *base, "--num-classes", "5"]) == 1
+    assert main(["train", *base, "--data", str(tmp_path), "--classes", "colour-shape"]) == 1
+    with pytest.raises(SystemExit):
+        train([*base, "--classes", "shape"])
+    assert _run_classes({"net": {"num_classes": 4}}) == "colour"  # runs before the key existed
+    assert _run_classes({"net": {"num_classes": 10}}) is None
+    assert _run_classes({"net": {"num_classes": 12}, "classes": "colour-shape"}) == "colour-shape"

@@ -41,6 +41,10 @@ __all__ = [
 
 CONFIG_FILE = "karras_unet3d.json"
 
+CLASSES = ("colour", "colour-shape")
+"""What a synthetic run's class labels ask for: the colour (4 classes), or the colour and the shape
+(12 classes, `colour * 3 + shape`, which lets the report measure shape accuracy)."""
+
 # The default run: a class-conditional model on 16x16, 8-frame MovingShapes, sized to train on a
 # 2-core CPU within 10 minutes (see the README for measured times and accuracy).
 DEFAULTS: dict[str, Any] = {
@@ -123,7 +127,13 @@ def _train_parser() -> argparse.ArgumentParser:
     add("--dropout", type=float, default=0.0)
     add("--factorize-space-time-attn", action="store_true")
     add("--gradient-checkpointing", action="store_true")
-    add("--num-classes", type=int, default=None, help="default: 4 (colours) for synthetic data")
+    add(
+        "--classes",
+        default="colour",
+        choices=CLASSES,
+        help="synthetic data: condition on the colour (4 classes) or colour and shape (12)",
+    )
+    add("--num-classes", type=int, default=None, help="default: 4 or 12 for synthetic data")
     add("--label-dropout", type=float, default=0.1, help="trains the unconditional CFG branch")
     add(
         "--sigma-data",
@@ -198,20 +208,49 @@ def sample_per_class(
     return videos.cpu(), labels
 
 
+def _run_classes(config: dict[str, Any]) -> str | None:
+    """A run config's `classes` (None: labels that are not MovingShapes colours, or none).
+    Runs written before the key existed were colour-conditional when they had 4 classes."""
+    if "classes" in config:
+        classes: str | None = config["classes"]
+        return classes
+    return "colour" if config["net"].get("num_classes") == 4 else None
+
+
+def _class_labels(batch: dict[str, Any], classes: str | None) -> torch.Tensor:
+    """A batch's class indices: `colour * 3 + shape` for `colour-shape`, else its `label`."""
+    labels: torch.Tensor = batch["label"]
+    if classes == "colour-shape":
+        from mp_layers.video import SHAPE_NAMES
+
+        labels = labels * len(SHAPE_NAMES) + batch["shape"]
+    return labels
+
+
 def _report_samples(
-    videos: torch.Tensor, labels: torch.Tensor, path: Path, *, num_per_class: int, fps: int = 8
+    videos: torch.Tensor,
+    labels: torch.Tensor,
+    path: Path,
+    *,
+    num_per_class: int,
+    classes: str | None,
+    fps: int = 8,
 ) -> float | None:
     """Write the one-row-per-class sheet, print `mp_layers.video.sample_quality_report`'s line
-    (object rate, motion; colour when labelled) and return the palette colour accuracy (if
-    labelled)."""
+    (object rate, motion; colour and shape when the classes ask for them) and return the palette
+    colour accuracy (None when the labels are not colours)."""
     from mp_layers.training import write_sample_sheet
-    from mp_layers.video import sample_quality_report
+    from mp_layers.video import SHAPE_NAMES, sample_quality_report
 
     write_sample_sheet(videos, path, fps=fps, nrow=num_per_class)
     if videos.shape[1] not in (1, 3):
         return None
-    labelled = int(labels.min()) >= 0
-    figures, line = sample_quality_report(videos, labels=labels if labelled else None)
+    colours = shapes = None
+    if classes == "colour":
+        colours = labels
+    elif classes == "colour-shape":
+        colours, shapes = labels // len(SHAPE_NAMES), labels % len(SHAPE_NAMES)
+    figures, line = sample_quality_report(videos, labels=colours, shapes=shapes)
     print(line)
     return figures["colour"]
 
@@ -233,7 +272,19 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_train_args(argv, parser=_train_parser())
     out = Path(args.out)
     synthetic = args.data == "synthetic"
-    num_classes = args.num_classes if args.num_classes is not None else (4 if synthetic else None)
+    classes = args.classes if synthetic else None
+    if args.classes != "colour" and not synthetic:
+        raise ValueError(
+            f"--classes: {args.classes!r} needs the synthetic MovingShapes data, got --data "
+            f"{args.data!r} (a video folder's labels are not colours and shapes)"
+        )
+    default_classes = {"colour": 4, "colour-shape": 12}.get(classes or "")
+    num_classes = args.num_classes if args.num_classes is not None else default_classes
+    if synthetic and num_classes != default_classes:
+        raise ValueError(
+            f"--num-classes: --classes {classes} of MovingShapes has {default_classes} classes, "
+            f"got {num_classes}"
+        )
     dataset = make_dataset(
         args.data,
         image_size=args.image_size,
@@ -268,10 +319,11 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
         label_dropout=args.label_dropout if num_classes else 0.0,
     )
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / CONFIG_FILE, {"net": net.config, "diffusion": model.config})
+    run_config = {"net": net.config, "diffusion": model.config, "classes": classes}
+    _write_json(out / CONFIG_FILE, run_config)
 
     def loss_fn(wrapped: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        labels = batch["label"] if num_classes else None
+        labels = _class_labels(batch, classes) if num_classes else None
         loss: torch.Tensor = wrapped(batch["video"], class_labels=labels)
         return loss
 
@@ -317,7 +369,7 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
             seed=args.seed,
         )
         accuracy = _report_samples(
-            videos, labels, out / "samples.gif", num_per_class=args.num_per_class
+            videos, labels, out / "samples.gif", num_per_class=args.num_per_class, classes=classes
         )
         summary.update(
             checkpoint=str(result.checkpoint),
@@ -371,7 +423,14 @@ def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
         seed=args.seed,
     )
     out = Path(args.out)
-    accuracy = _report_samples(videos, labels, out, num_per_class=args.num_per_class, fps=args.fps)
+    accuracy = _report_samples(
+        videos,
+        labels,
+        out,
+        num_per_class=args.num_per_class,
+        classes=_run_classes(config),
+        fps=args.fps,
+    )
     print(f"wrote {out} from {checkpoint}")
     summary: dict[str, Any] = {"out": str(out), "checkpoint": str(checkpoint)}
     if accuracy is not None:
