@@ -97,7 +97,7 @@ def test_train_noise_flags_reach_the_run_config(tmp_path: Path) -> None:
     assert (diffusion["P_mean"], diffusion["P_std"]) == (0.2, 1.3)
     train([*TINY_RUN, "--steps", "1", "--out", str(tmp_path / "b"), "--sigma-data", "0.5"])
     assert json.loads((tmp_path / "b" / CONFIG_FILE).read_text())["diffusion"]["sigma_data"] == 0.5
-    for bad in ("0", "-1", "big"):
+    for bad in ("0", "-1", "big", "inf", "nan"):
         with pytest.raises(SystemExit):
             train([*TINY_RUN, "--out", str(tmp_path / "c"), "--sigma-data", bad])
 

@@ -76,9 +76,11 @@ def _sigma_data(text: str) -> float | str:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a float > 0, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a float > 0, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a finite float > 0, got {text!r}"
+        ) from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a finite float > 0, got {text!r}")
     return value
 
 
@@ -272,19 +274,20 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_train_args(argv, parser=_train_parser())
     out = Path(args.out)
     synthetic = args.data == "synthetic"
-    classes = args.classes if synthetic else None
-    if args.classes != "colour" and not synthetic:
+    if not synthetic and args.classes != "colour":
         raise ValueError(
             f"--classes: {args.classes!r} needs the synthetic MovingShapes data, got --data "
             f"{args.data!r} (a video folder's labels are not colours and shapes)"
         )
-    default_classes = {"colour": 4, "colour-shape": 12}.get(classes or "")
-    num_classes = args.num_classes if args.num_classes is not None else default_classes
-    if synthetic and num_classes != default_classes:
-        raise ValueError(
-            f"--num-classes: --classes {classes} of MovingShapes has {default_classes} classes, "
-            f"got {num_classes}"
-        )
+    classes = args.classes if synthetic else None
+    num_classes = args.num_classes
+    if synthetic:
+        num_classes = {"colour": 4, "colour-shape": 12}[args.classes]
+        if args.num_classes not in (None, num_classes):
+            raise ValueError(
+                f"--num-classes: --classes {classes} of MovingShapes has {num_classes} classes, "
+                f"got {args.num_classes}"
+            )
     dataset = make_dataset(
         args.data,
         image_size=args.image_size,
