@@ -41,9 +41,9 @@ __all__ = [
 
 CONFIG_FILE = "karras_unet3d.json"
 
-CLASSES = ("colour", "colour-shape")
-"""What a synthetic run's class labels ask for: the colour (4 classes), or the colour and the shape
-(12 classes, `colour * 3 + shape`, which lets the report measure shape accuracy)."""
+CLASSES = {"colour": 4, "colour-shape": 12}
+"""What a synthetic run's class labels ask for, and how many classes that makes: the colour, or
+the colour and the shape (`colour * 3 + shape`, which lets the report measure shape accuracy)."""
 
 # The default run: a class-conditional model on 16x16, 8-frame MovingShapes, sized to train on a
 # 2-core CPU within 10 minutes (see the README for measured times and accuracy).
@@ -132,7 +132,7 @@ def _train_parser() -> argparse.ArgumentParser:
     add(
         "--classes",
         default="colour",
-        choices=CLASSES,
+        choices=tuple(CLASSES),
         help="synthetic data: condition on the colour (4 classes) or colour and shape (12)",
     )
     add("--num-classes", type=int, default=None, help="default: 4 or 12 for synthetic data")
@@ -282,7 +282,7 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     classes = args.classes if synthetic else None
     num_classes = args.num_classes
     if synthetic:
-        num_classes = {"colour": 4, "colour-shape": 12}[args.classes]
+        num_classes = CLASSES[args.classes]
         if args.num_classes not in (None, num_classes):
             raise ValueError(
                 f"--num-classes: --classes {classes} of MovingShapes has {num_classes} classes, "
