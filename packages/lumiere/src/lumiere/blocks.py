@@ -190,12 +190,14 @@ class TemporalDownsample(TemporalBlock):
         self.conv = nn.Conv2d(dim, dim, (3, 1), stride=(2, 1))  # over (b, c, t, h·w)
         _set_interpolation_kernel(self.conv, [0.25, 0.5, 0.25])
 
+    def check_frames(self, frames: int) -> None:
+        if frames < 2:
+            raise ValueError(
+                f"TemporalDownsample: expected at least 2 frames to halve, got {frames}"
+            )
+
     def forward(self, x: Tensor, batch_size: int | None = None) -> Tensor:
         layout, video = self.to_video(x, batch_size)
-        if video.shape[2] < 2:
-            raise ValueError(
-                f"TemporalDownsample: expected at least 2 frames to halve, got {video.shape[2]}"
-            )
         padded = F.pad(time_series(video), (0, 0, 1, 1), mode="replicate")
         return layout.restore(video_from_series(self.conv(padded), *video.shape[3:]))
 

@@ -114,7 +114,8 @@ class Layout:
 
 class TemporalBlock(nn.Module):
     """What every temporal block shares: its channels `dim`, `channel_last`, an optional fixed
-    `time_dim`, and `to_video(x, batch_size)`, the input as a video plus its `Layout`."""
+    `time_dim`, and `to_video(x, batch_size)`, the input checked and as a video plus its `Layout`
+    (a block's `forward` starts with it: its one input check)."""
 
     def __init__(self, dim: int, channel_last: bool, time_dim: int | None) -> None:
         super().__init__()
@@ -123,7 +124,8 @@ class TemporalBlock(nn.Module):
         self.time_dim = None if time_dim is None else check_int("time_dim", time_dim)
 
     def to_video(self, x: Tensor, batch_size: int | None) -> tuple[Layout, Tensor]:
-        return Layout.of(
+        """`x` checked (`Layout.of`, then `check_frames`) and as a video `(b, c, t, h, w)`."""
+        layout, video = Layout.of(
             self,
             x,
             batch_size,
@@ -131,3 +133,8 @@ class TemporalBlock(nn.Module):
             channel_last=self.channel_last,
             time_dim=self.time_dim,
         )
+        self.check_frames(video.shape[2])
+        return layout, video
+
+    def check_frames(self, frames: int) -> None:
+        """Refuse clips of `frames` frames that the block cannot take (none by default)."""

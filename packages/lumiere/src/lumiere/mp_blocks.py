@@ -146,12 +146,14 @@ class MPTemporalDownsample(TemporalBlock):
         super().__init__(dim, channel_last, time_dim)
         self.conv = MPConv2d(dim, dim, (3, 1), init_dirac=True)  # over (b, c, t, h·w)
 
+    def check_frames(self, frames: int) -> None:
+        if frames < 2:
+            raise ValueError(
+                f"MPTemporalDownsample: expected at least 2 frames to halve, got {frames}"
+            )
+
     def forward(self, x: Tensor, batch_size: int | None = None) -> Tensor:
         layout, video = self.to_video(x, batch_size)
-        if video.shape[2] < 2:
-            raise ValueError(
-                f"MPTemporalDownsample: expected at least 2 frames to halve, got {video.shape[2]}"
-            )
         series = self.conv(_resample_frames(video, video.shape[2] // 2))
         return layout.restore(video_from_series(series, *video.shape[3:]))
 
