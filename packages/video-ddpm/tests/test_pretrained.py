@@ -103,6 +103,24 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
         assert torch.equal(ours, theirs)
 
 
+FIXTURES = Path(__file__).parent / "fixtures" / "v0_1_0"
+
+
+@pytest.mark.parametrize("load", [load_pretrained, GaussianDiffusion.from_pretrained])
+def test_loads_a_0_1_0_folder_bit_for_bit(load: Any) -> None:
+    """A folder written by 0.1.0 loads and gives the outputs 0.1.0 gave (network and sample)."""
+    from safetensors.torch import load_file
+
+    folder = FIXTURES / "gaussian_diffusion"
+    expected = load_file(folder / "expected.safetensors")
+    model = load(folder)
+    with torch.no_grad():
+        net_out = model.denoise_fn(expected["x"], expected["t"])
+        sample = model.sample(batch_size=1, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(net_out, expected["net_out"])
+    assert torch.equal(sample, expected["sample"])
+
+
 def test_save_overwrites_without_leftovers(tmp_path: Path) -> None:
     save_pretrained(_diffusion("group", seed=1), tmp_path)
     second = _diffusion("rms", seed=3)
