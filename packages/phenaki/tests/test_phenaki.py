@@ -115,7 +115,7 @@ def test_condition_dropout_is_applied_by_default(monkeypatch: pytest.MonkeyPatch
 
 
 def test_masked_frames_are_never_targets(monkeypatch: pytest.MonkeyPatch) -> None:
-    import phenaki.phenaki as module
+    import phenaki.model as module
 
     chosen: list[Tensor] = []
     original = module.get_mask_subset_with_prob

@@ -6,10 +6,13 @@
   `PEG`, `AlibiPositionalBias`, `ContinuousPositionBias`, `LayerNorm`, `FeedForward`.
 - Losses (`phenaki.losses`), discriminators (`phenaki.discriminator`) and the frozen perceptual
   loss (`phenaki.perceptual`).
-- `MaskGit`, `TokenCritic`, `SelfCritic` and the masking helpers (`phenaki.maskgit`); `Phenaki`
-  (training with condition dropout and critics, sampling with prime frames, two decoding rules) and
-  `make_video` (multi-scene stories) in `phenaki.phenaki`.
-- Training: `phenaki train-tokenizer` (extra `phenaki[train]`, `phenaki.cli`).
+- `MaskGit` and `SelfCritic` (`phenaki.maskgit`) and `TokenCritic` (`phenaki.token_critic`) on one
+  token-transformer trunk (`phenaki.token_transformer`); the masking helpers (`phenaki.masking`).
+- `Phenaki` (`phenaki.model`: training with condition dropout and critics), its sampling with prime
+  frames and two decoding rules (`phenaki.sampling`), and `make_video` (multi-scene stories,
+  `phenaki.story`); all of them also importable from `phenaki.maskgit` and `phenaki.phenaki`.
+- Training: `phenaki train-tokenizer | train | sample | story` (extra `phenaki[train]`,
+  `phenaki.cli`), on the importable workflows of `phenaki.workflows`.
 
 Conventions: videos `(b, c, f, h, w)` and images `(b, c, h, w)` in [0, 1]; tokens `(b, n, d)`.
 """
@@ -36,18 +39,13 @@ from phenaki.losses import (
     hinge_gen_loss,
     pick_frames,
 )
-from phenaki.maskgit import (
-    MaskGit,
-    SelfCritic,
-    TokenCritic,
-    critic_labels,
-    get_mask_subset_with_prob,
-    gumbel_sample,
-    mask_schedule,
-)
+from phenaki.maskgit import MaskGit, SelfCritic
+from phenaki.masking import critic_labels, get_mask_subset_with_prob, gumbel_sample, mask_schedule
+from phenaki.model import Phenaki
 from phenaki.perceptual import PerceptualLoss
-from phenaki.phenaki import Phenaki, make_video
 from phenaki.quantize import FactorizedLFQ
+from phenaki.story import make_video
+from phenaki.token_critic import TokenCritic
 
 __version__: str = _version("phenaki")
 __all__ = [
