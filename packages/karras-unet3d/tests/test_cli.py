@@ -123,7 +123,8 @@ def test_report_decodes_colour_shape_classes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Real 32x32 clips labelled colour * 3 + shape: colour and shape must both score 100 %.
-    from karras_unet3d.cli import _class_labels, _report_samples
+    from karras_unet3d.workflow import class_labels as _class_labels
+    from karras_unet3d.workflow import report_samples as _report_samples
 
     data = MovingShapes(num_videos=48, image_size=32, num_frames=4, seed=0)
     items = [data[i] for i in range(48)]
@@ -141,7 +142,7 @@ def test_report_decodes_colour_shape_classes(
 
 
 def test_classes_errors_and_runs_without_the_key(tmp_path: Path) -> None:
-    from karras_unet3d.cli import _run_classes
+    from karras_unet3d.workflow import run_classes as _run_classes
 
     base = [*TINY_RUN, "--out", str(tmp_path / "r")]
     assert main(["train", *base, "--num-classes", "5"]) == 1

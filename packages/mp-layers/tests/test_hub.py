@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from mp_layers.hub import CONFIG_NAME, WEIGHTS_NAME, HubModel, resolve_folder
+from mp_layers.testing import populate_hub_cache
 
 
-class Toy(nn.Module, HubModel, library_name="mp-layers"):
+class Toy(nn.Module, HubModel):
     def __init__(self, *, dim: int = 4, kernel: tuple[int, int] = (3, 3), scale: float = 1.0):
         super().__init__()
         if not isinstance(kernel, tuple):
@@ -134,15 +134,6 @@ def test_no_half_written_files_after_a_failed_save(tmp_path: Path, monkeypatch: 
         Toy().save_pretrained(tmp_path / "toy")
     assert not (tmp_path / "toy" / WEIGHTS_NAME).exists()
     assert [p.name for p in (tmp_path / "toy").iterdir() if p.name.endswith(".tmp")] == []
-
-
-def populate_hub_cache(cache: Path, repo_id: str, folder: Path) -> None:
-    """Lay `folder` out as huggingface_hub's cache does after a download of `repo_id`."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    shutil.copytree(folder, repo / "snapshots" / commit)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
 
 
 def test_a_hub_repo_id_loads_from_the_cache_offline(

@@ -1,5 +1,6 @@
 """`karras-unet3d train | sample | ema`: train on MovingShapes or a video folder, sample GIFs, and
 reconstruct post-hoc EMA weights. Needs the `[train]` extra (mp_layers.training, mp_layers.video).
+This module only turns flags into settings; the work is in `karras_unet3d.workflow`.
 
     karras-unet3d train                      # small class-conditional model on MovingShapes (CPU)
     karras-unet3d sample --checkpoint runs/karras-unet3d --out samples.gif --guidance 2
@@ -12,23 +13,31 @@ A run folder holds `karras_unet3d.json` (network and diffusion configuration), `
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
-import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from karras_unet3d.diffusion import EDM2Diffusion, edm2_lr_lambda
-from karras_unet3d.unet import KarrasUnet3D
+from karras_unet3d.workflow import (
+    CLASSES,
+    CONFIG_FILE,
+    build_model,
+    data_rms,
+    find_run_config,
+    report_samples,
+    report_training,
+    run_classes,
+    sample_per_class,
+    synthesize_ema,
+    train_job,
+)
 from mp_layers.typecheck import typechecked
 
 __all__ = [
+    "CLASSES",
+    "CONFIG_FILE",
     "build_model",
     "data_rms",
     "find_run_config",
@@ -38,12 +47,6 @@ __all__ = [
     "synthesize_ema",
     "train",
 ]
-
-CONFIG_FILE = "karras_unet3d.json"
-
-CLASSES = {"colour": 4, "colour-shape": 12}
-"""What a synthetic run's class labels ask for, and how many classes that makes: the colour, or
-the colour and the shape (`colour * 3 + shape`, which lets the report measure shape accuracy)."""
 
 # The default run: a class-conditional model on 16x16, 8-frame MovingShapes, sized to train on a
 # 2-core CPU within 10 minutes (see the README for measured times and accuracy).
@@ -82,26 +85,6 @@ def _sigma_data(text: str) -> float | str:
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected 'auto' or a finite float > 0, got {text!r}")
     return value
-
-
-@typechecked
-def data_rms(dataset: Any, *, num_clips: int = 64) -> float:
-    """The root mean square of the first `num_clips` clips of `dataset` mapped to [-1, 1]: the
-    `sigma_data` EDM's preconditioning assumes (`c_skip`, `c_out` and the loss weight are derived
-    from the data's second moment `E[y^2] = sigma_data^2`, EDM appendix B.6). Natural images give
-    about 0.5 (EDM's default); MovingShapes, a small sprite on black, gives 1.0."""
-    from mp_layers.validation import check_int
-
-    num_clips = check_int("num_clips", num_clips)
-    count = min(len(dataset), num_clips)
-    if count == 0:
-        raise ValueError("dataset: expected at least one clip, got an empty dataset")
-    total, size = 0.0, 0
-    for index in range(count):
-        video = dataset[index]["video"].to(torch.float64) * 2 - 1
-        total += float(video.square().sum())
-        size += video.numel()
-    return math.sqrt(total / size)
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -157,122 +140,35 @@ def _train_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    # A unique temporary name: under several processes every rank writes the same file.
-    from mp_layers.pretrained import atomic_write
-
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
-
-
-@typechecked
-def build_model(config: dict[str, Any]) -> EDM2Diffusion:
-    """An `EDM2Diffusion` from a run's `karras_unet3d.json` contents (`{"net": ..., "diffusion": ...}`)."""
-    net = KarrasUnet3D.from_config(config["net"])
-    return EDM2Diffusion(net, **config["diffusion"])
-
-
-@typechecked
-def find_run_config(checkpoint: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
-    """The `karras_unet3d.json` of a run folder, a checkpoint folder in it, or an EMA export."""
-    from mp_layers.training import find_run_config as find
-
-    return find(checkpoint, CONFIG_FILE)
-
-
-@torch.no_grad()
-@typechecked
-def sample_per_class(
-    model: EDM2Diffusion,
-    *,
-    num_per_class: int,
-    num_steps: int,
-    guidance: float = 1.0,
-    seed: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample `num_per_class` clips of every class (class-major order) or `num_per_class` clips of
-    an unconditional model. Returns `(videos (n, c, f, h, w) in [0, 1], labels (n,))`."""
-    device = next(model.parameters()).device
-    classes = model.net.num_classes
-    if classes is None:
-        labels = torch.full((num_per_class,), -1, dtype=torch.long)
-        class_labels = None
-    else:
-        labels = torch.arange(classes).repeat_interleave(num_per_class)
-        class_labels = labels.to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    videos = model.sample(
-        len(labels),
-        class_labels=class_labels,
-        num_steps=num_steps,
-        guidance=guidance,
-        generator=generator,
-    )
-    return videos.cpu(), labels
-
-
-def _run_classes(config: dict[str, Any]) -> str | None:
-    """A run config's `classes` (None: labels that are not MovingShapes colours, or none).
-    Runs written before the key existed were colour-conditional when they had 4 classes."""
-    if "classes" in config:
-        classes: str | None = config["classes"]
-        return classes
-    return "colour" if config["net"].get("num_classes") == 4 else None
-
-
-def _class_labels(batch: dict[str, Any], classes: str | None) -> torch.Tensor:
-    """A batch's class indices: `colour * 3 + shape` for `colour-shape`, else its `label`."""
-    labels: torch.Tensor = batch["label"]
-    if classes == "colour-shape":
-        from mp_layers.video import SHAPE_NAMES
-
-        labels = labels * len(SHAPE_NAMES) + batch["shape"]
-    return labels
-
-
-def _report_samples(
-    videos: torch.Tensor,
-    labels: torch.Tensor,
-    path: Path,
-    *,
-    num_per_class: int,
-    classes: str | None,
-    fps: int = 8,
-) -> float | None:
-    """Write the one-row-per-class sheet, print `mp_layers.video.sample_quality_report`'s line
-    (object rate, motion; colour and shape when the classes ask for them) and return the palette
-    colour accuracy (None when the labels are not colours)."""
-    from mp_layers.training import write_sample_sheet
-    from mp_layers.video import SHAPE_NAMES, sample_quality_report
-
-    write_sample_sheet(videos, path, fps=fps, nrow=num_per_class)
-    if videos.shape[1] not in (1, 3):
-        return None
-    colours = shapes = None
-    if classes == "colour":
-        colours = labels
-    elif classes == "colour-shape":
-        colours, shapes = labels // len(SHAPE_NAMES), labels % len(SHAPE_NAMES)
-    figures, line = sample_quality_report(videos, labels=colours, shapes=shapes)
-    print(line)
-    return figures["colour"]
-
-
 @typechecked
 def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """`karras-unet3d train`: returns a summary dict (also printed)."""
-    from mp_layers.training import (
-        Trainer,
-        load_model_weights,
-        make_dataset,
-        parse_train_args,
-        print_fit,
-        timed_fit,
-        trainer_config_from_args,
-    )
-    from mp_layers.video import collate_videos
+    from mp_layers.training import parse_train_args, run_train_job, trainer_config_from_args
 
     args = parse_train_args(argv, parser=_train_parser())
-    out = Path(args.out)
+    settings = _train_settings(args)
+    trainer_config = trainer_config_from_args(
+        args,
+        ema_beta=args.ema_beta,
+        ema_update_after_step=0,
+        ema_update_every=1,
+        post_hoc_ema_sigma_rels=_floats(args.post_hoc_ema),
+        post_hoc_ema_every=max(args.steps // 20, 1),
+        progress_bar=not args.no_progress,
+        sample_every=0,
+    )
+    report = partial(
+        report_training,
+        num_per_class=args.num_per_class,
+        sample_steps=args.sample_steps,
+        guidance=args.guidance,
+        seed=args.seed,
+    )
+    return run_train_job(train_job(settings, trainer_config), resume=args.resume, report=report)
+
+
+def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """`workflow.train_job`'s settings from the train flags (and their combinations' checks)."""
     synthetic = args.data == "synthetic"
     if not synthetic and args.classes != "colour":
         raise ValueError(
@@ -288,105 +184,41 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 f"--num-classes: --classes {classes} of MovingShapes has {num_classes} classes, "
                 f"got {args.num_classes}"
             )
-    dataset = make_dataset(
-        args.data,
-        image_size=args.image_size,
-        num_frames=args.frames,
-        **({"num_videos": args.num_videos, "seed": args.seed} if synthetic else {}),
-    )
     blocks = _ints(args.num_blocks_per_stage)
-    net_config: dict[str, Any] = {
-        "image_size": args.image_size,
-        "frames": args.frames,
-        "dim": args.dim,
-        "dim_max": args.dim_max,
-        "num_classes": num_classes,
-        "channels": 3,
-        "num_downsamples": args.num_downsamples,
-        "num_blocks_per_stage": blocks[0] if len(blocks) == 1 else blocks,
-        "downsample_types": _strs(args.downsample_types),
-        "attn_res": _ints(args.attn_res),
-        "attn_dim_head": args.attn_dim_head,
-        "dropout": args.dropout,
-        "factorize_space_time_attn": args.factorize_space_time_attn,
-        "gradient_checkpointing": args.gradient_checkpointing,
+    return {
+        "data": args.data,
+        "num_videos": args.num_videos,
+        "seed": args.seed,
+        "classes": classes,
+        "net": {
+            "image_size": args.image_size,
+            "frames": args.frames,
+            "dim": args.dim,
+            "dim_max": args.dim_max,
+            "num_classes": num_classes,
+            "channels": 3,
+            "num_downsamples": args.num_downsamples,
+            "num_blocks_per_stage": blocks[0] if len(blocks) == 1 else blocks,
+            "downsample_types": _strs(args.downsample_types),
+            "attn_res": _ints(args.attn_res),
+            "attn_dim_head": args.attn_dim_head,
+            "dropout": args.dropout,
+            "factorize_space_time_attn": args.factorize_space_time_attn,
+            "gradient_checkpointing": args.gradient_checkpointing,
+        },
+        "diffusion": {
+            "sigma_data": args.sigma_data,
+            "P_mean": args.p_mean,
+            "P_std": args.p_std,
+            "label_dropout": args.label_dropout if num_classes else 0.0,
+        },
+        "optimizer": {
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "decay_steps": args.decay_steps,
+            "warmup_steps": args.warmup_steps,
+        },
     }
-    torch.manual_seed(args.seed)
-    net = KarrasUnet3D(**net_config)
-    sigma_data = data_rms(dataset) if args.sigma_data == "auto" else args.sigma_data
-    model = EDM2Diffusion(
-        net,
-        sigma_data=round(sigma_data, 4),
-        P_mean=args.p_mean,
-        P_std=args.p_std,
-        label_dropout=args.label_dropout if num_classes else 0.0,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    run_config = {"net": net.config, "diffusion": model.config, "classes": classes}
-    _write_json(out / CONFIG_FILE, run_config)
-
-    def loss_fn(wrapped: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        labels = _class_labels(batch, classes) if num_classes else None
-        loss: torch.Tensor = wrapped(batch["video"], class_labels=labels)
-        return loss
-
-    sigma_rels = _floats(args.post_hoc_ema)
-    config = trainer_config_from_args(
-        args,
-        ema_beta=args.ema_beta,
-        ema_update_after_step=0,
-        ema_update_every=1,
-        post_hoc_ema_sigma_rels=sigma_rels,
-        post_hoc_ema_every=max(args.steps // 20, 1),
-        progress_bar=not args.no_progress,
-        sample_every=0,
-    )
-    trainer = Trainer(
-        model=model,
-        data=dataset,
-        optimizer_factory=partial(torch.optim.Adam, lr=args.lr, betas=(0.9, 0.99), eps=1e-8),
-        config=config,
-        loss_fn=loss_fn,
-        lr_lambda=edm2_lr_lambda(
-            batch_size=args.batch_size,
-            ref_lr=args.lr,
-            ref_batches=args.decay_steps,
-            rampup_images=args.warmup_steps * args.batch_size,
-        ),
-        collate_fn=collate_videos,
-    )
-    result, summary = timed_fit(trainer, args.resume)
-    if trainer.accelerator.is_main_process:
-        sampler = build_model({"net": net.config, "diffusion": model.config})
-        assert result.checkpoint is not None
-        load_model_weights(sampler, result.checkpoint, ema=True)
-        sampler.to(trainer.accelerator.device)
-        if config.compile:  # the sampler's network calls, as in training
-            sampler.net = torch.compile(sampler.net, backend=config.compile_backend)  # type: ignore[assignment]
-        start = time.perf_counter()
-        videos, labels = sample_per_class(
-            sampler,
-            num_per_class=args.num_per_class,
-            num_steps=args.sample_steps,
-            guidance=args.guidance,
-            seed=args.seed,
-        )
-        accuracy = _report_samples(
-            videos, labels, out / "samples.gif", num_per_class=args.num_per_class, classes=classes
-        )
-        summary.update(
-            checkpoint=str(result.checkpoint),
-            samples=str(out / "samples.gif"),
-            loss_plot=str(out / "loss.png"),
-            sample_seconds=round(time.perf_counter() - start, 1),
-            final_loss=result.losses[-1] if result.losses else None,
-        )
-        print_fit(result, summary, out)
-        print(f"samples: {out / 'samples.gif'} (one row per class), loss plot: {out / 'loss.png'}")
-        if accuracy is not None:
-            summary["color_accuracy"] = accuracy
-            print(f"class-colour accuracy of {len(labels)} samples: {accuracy:.1%}")
-    return summary
 
 
 def _sample_parser() -> argparse.ArgumentParser:
@@ -426,12 +258,12 @@ def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
         seed=args.seed,
     )
     out = Path(args.out)
-    accuracy = _report_samples(
+    accuracy = report_samples(
         videos,
         labels,
         out,
         num_per_class=args.num_per_class,
-        classes=_run_classes(config),
+        classes=run_classes(config),
         fps=args.fps,
     )
     print(f"wrote {out} from {checkpoint}")
@@ -440,41 +272,6 @@ def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
         summary["color_accuracy"] = accuracy
         print(f"class-colour accuracy of {len(labels)} samples: {accuracy:.1%}")
     return summary
-
-
-@typechecked
-def synthesize_ema(run: str | Path, sigma_rel: float, out: str | Path) -> Path:
-    """Post-hoc EMA (EDM2 section 3): reconstruct the EMA of relative width `sigma_rel` from the
-    power-function EMA snapshots a run saved (`train --post-hoc-ema 0.05,0.1`, through
-    `ema_pytorch.PostHocEMA`), and write it as a checkpoint folder `out` (`model.safetensors` plus
-    the run's config) that `sample --checkpoint out` reads."""
-    from ema_pytorch import PostHocEMA
-    from safetensors.torch import save_model
-
-    from mp_layers.training import latest_checkpoint
-    from mp_layers.training.checkpoint import read_state
-
-    run = Path(run)
-    _, config = find_run_config(run)
-    latest = latest_checkpoint(run / "checkpoints")
-    if latest is None:
-        raise ValueError(f"--run: expected a run folder with checkpoints, got {run}")
-    sigma_rels = tuple(read_state(latest)["config"]["post_hoc_ema_sigma_rels"])
-    if len(sigma_rels) < 2:
-        raise ValueError(f"--run: {run} was trained without --post-hoc-ema (no EMA profiles)")
-    model = build_model(config)
-    post_hoc = PostHocEMA(
-        model,
-        sigma_rels=sigma_rels,
-        checkpoint_folder=str(run / "post_hoc_ema"),
-        checkpoint_every_num_steps="manual",
-    )
-    synthesized = post_hoc.synthesize_ema_model(sigma_rel=sigma_rel)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_model(synthesized.ema_model, str(out / "model.safetensors"))
-    _write_json(out / CONFIG_FILE, config)
-    return out
 
 
 def _ema_main(argv: Sequence[str] | None) -> dict[str, Any]:

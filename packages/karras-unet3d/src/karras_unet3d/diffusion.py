@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from karras_unet3d.unet import KarrasUnet3D
 from mp_layers import MPFourierEmbedding, MPLinear
+from mp_layers.hub import HubModel
 from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_float, check_int
 
@@ -141,7 +142,7 @@ def _precondition(
     return c_skip * x + c_out * out.to(torch.float32)
 
 
-class EDM2Diffusion(nn.Module):
+class EDM2Diffusion(nn.Module, HubModel):
     """EDM2 preconditioning, loss and Heun sampler around a `KarrasUnet3D`.
 
     `forward(videos (b, c, f, h, w) in [0, 1], class_labels=None) -> scalar loss`; videos are mapped
@@ -151,6 +152,8 @@ class EDM2Diffusion(nn.Module):
     estimate (no gradient) as `self_cond` for half of the training batches, and the previous
     step's estimate while sampling.
     """
+
+    _hub_parts = ("net",)  # saved in `net/` by save_pretrained
 
     @typechecked
     def __init__(

@@ -34,6 +34,7 @@ from torch.utils.checkpoint import checkpoint
 
 from karras_unet3d.blocks import RESAMPLE_FACTORS, DecoderBlock, EncoderBlock
 from mp_layers import Gain, MPConv3d, MPFourierEmbedding, MPLinear, mp_cat, mp_silu, mp_sum
+from mp_layers.hub import HubModel
 from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_float, check_int
 
@@ -66,7 +67,7 @@ def _blocks_per_level(value: object, depth: int) -> tuple[int, ...]:
     return tuple(check_int("num_blocks_per_stage", n) for n in counts)
 
 
-class KarrasUnet3D(nn.Module):
+class KarrasUnet3D(nn.Module, HubModel):
     """The EDM2 magnitude-preserving 3-D U-Net (no biases, no group norm; every layer from mp-layers).
 
     Args:
@@ -350,6 +351,40 @@ class KarrasUnet3D(nn.Module):
             raise ValueError(f"time: expected shape ({batch},) or (), got {tuple(time.shape)}")
         return time
 
+    def _check_inputs(
+        self,
+        x: Tensor,
+        time: Tensor | float,
+        self_cond: Tensor | None,
+        class_labels: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """`forward`'s inputs, checked: `x`, `time (b,)`, the label vector `(b, num_classes)` (None
+        for an unconditional model) and `self_cond` (None: zeros)."""
+        x = self._check_input(x)
+        batch = x.shape[0]
+        time = self._check_time(time, batch, x.device)
+        labels = None
+        if self.class_linear is not None:
+            if class_labels is None:
+                raise ValueError(
+                    f"class_labels: this model is class-conditional (num_classes="
+                    f"{self.num_classes}), expected labels of shape ({batch},) or "
+                    f"({batch}, {self.num_classes}), got None"
+                )
+            labels = self.label_vector(class_labels, batch)
+        elif class_labels is not None:
+            self.label_vector(class_labels, batch)  # raises: unconditional model
+        if self.self_condition:
+            if self_cond is not None and self_cond.shape != x.shape:
+                raise ValueError(
+                    f"self_cond: expected the shape of x {tuple(x.shape)}, got {tuple(self_cond.shape)}"
+                )
+        elif self_cond is not None:
+            raise ValueError(
+                "self_cond: this model was built with self_condition=False, got a self_cond tensor"
+            )
+        return x, time, labels, self_cond
+
     def _run(self, block: nn.Module, x: Tensor, emb: Tensor) -> Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             out: Tensor = checkpoint(block, x, emb, use_reentrant=False)
@@ -372,36 +407,17 @@ class KarrasUnet3D(nn.Module):
         `class_labels` are `(b,)` integers or `(b, num_classes)` float vectors.
         Returns `(b, channels, f, h, w)`.
         """
-        x = self._check_input(x)
-        batch = x.shape[0]
-        time = self._check_time(time, batch, x.device)
+        x, time, labels, self_cond = self._check_inputs(x, time, self_cond, class_labels)
 
         emb = self.time_linear(self.time_fourier(time))
         if self.class_linear is not None:
-            if class_labels is None:
-                raise ValueError(
-                    f"class_labels: this model is class-conditional (num_classes="
-                    f"{self.num_classes}), expected labels of shape ({batch},) or "
-                    f"({batch}, {self.num_classes}), got None"
-                )
-            labels = self.label_vector(class_labels, batch) * math.sqrt(self.class_linear.dim_in)
+            assert labels is not None  # checked: a class-conditional model has labels
+            labels = labels * math.sqrt(self.class_linear.dim_in)
             emb = mp_sum(emb, self.class_linear(labels), self.mp_add_emb_t)
-        elif class_labels is not None:
-            self.label_vector(class_labels, batch)  # raises: unconditional model
         emb = mp_silu(emb)
-
         if self.self_condition:
-            if self_cond is None:
-                self_cond = torch.zeros_like(x)
-            elif self_cond.shape != x.shape:
-                raise ValueError(
-                    f"self_cond: expected the shape of x {tuple(x.shape)}, got {tuple(self_cond.shape)}"
-                )
-            x = torch.cat((self_cond.to(x.dtype), x), dim=1)
-        elif self_cond is not None:
-            raise ValueError(
-                "self_cond: this model was built with self_condition=False, got a self_cond tensor"
-            )
+            previous = torch.zeros_like(x) if self_cond is None else self_cond.to(x.dtype)
+            x = torch.cat((previous, x), dim=1)
 
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)

@@ -24,6 +24,7 @@ an older format are read by the class's `_hub_load_legacy` hook.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -102,6 +103,12 @@ def _same(a: Any, b: Any) -> bool:
         return False
 
 
+@functools.cache
+def _distribution(package: str) -> str:
+    """The installed distribution that provides the top-level `package` (else its name)."""
+    return packages_distributions().get(package, [package])[0]
+
+
 def _class_key(klass: type) -> str:
     return f"{klass.__module__.split('.')[0]}.{klass.__qualname__}"
 
@@ -147,6 +154,9 @@ class HubModel(ModelHubMixin):
     ) -> Path | str | None:
         """Write `config.json`, `model.safetensors` (and a subfolder per part) to
         `save_directory`; returns the folder (the commit URL with `push_to_hub=True`)."""
+        card = self._hub_mixin_info.model_card_data
+        if card.library_name is None:  # the distribution that ships the class (`karras-unet3d`)
+            card.library_name = _distribution(type(self).__module__.split(".")[0])
         url = super().save_pretrained(Path(save_directory), **kwargs)
         return url if kwargs.get("push_to_hub") else Path(save_directory)
 
@@ -174,7 +184,7 @@ class HubModel(ModelHubMixin):
         )
         library = type(self).__module__.split(".")[0]
         try:
-            library_version = version(packages_distributions().get(library, [library])[0])
+            library_version = version(_distribution(library))
         except PackageNotFoundError:
             library_version = None
         meta = {

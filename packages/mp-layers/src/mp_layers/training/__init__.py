@@ -19,7 +19,8 @@
   with gloo), sharded checkpoints via torch.distributed.checkpoint; `compile=True`: the training
   step and the sampler's network calls through `torch.compile`.
 - CLI helpers shared by the model packages: `add_train_arguments`, `add_sample_arguments`,
-  `parse_train_args` (TOML `--config`), `trainer_config_from_args`, `make_dataset`.
+  `parse_train_args` (TOML `--config`), `trainer_config_from_args`, `make_dataset`, and the
+  skeleton of every `train` command: `TrainJob` -> `run_train_job` (run config, fit, report).
 """
 
 from mp_layers.training.checkpoint import (
@@ -41,6 +42,7 @@ from mp_layers.training.cli import (
     timed_fit,
     trainer_config_from_args,
 )
+from mp_layers.training.command import TrainJob, run_train_job
 from mp_layers.training.config import TrainerConfig
 from mp_layers.training.metrics import plot_loss, read_metrics
 from mp_layers.training.sampler import ResumableBatchSampler
@@ -52,6 +54,7 @@ __all__ = [
     "FitResult",
     "NonFiniteLossError",
     "ResumableBatchSampler",
+    "TrainJob",
     "Trainer",
     "TrainerConfig",
     "TrainingPhase",
@@ -68,6 +71,7 @@ __all__ = [
     "print_fit",
     "read_metrics",
     "resolve_checkpoint",
+    "run_train_job",
     "timed_fit",
     "trainer_config_from_args",
     "verify_checkpoint",

@@ -1,0 +1,82 @@
+"""The skeleton every model package's `train` command runs: `TrainJob` -> `run_train_job`.
+
+A package's CLI turns its flags into a config, its own modules build a `TrainJob` from that config
+(model, data, loss, optimizer, the run's JSON config), and `run_train_job` does the rest the same
+way for every package:
+
+1. write the run config `out_dir/<run_config_file>` atomically (what `sample` rebuilds the model
+   from);
+2. build the `Trainer` and fit it, timed (`timed_fit`: resume rules, one-line errors);
+3. on the main process print what the run did (`print_fit`), then call `report(trainer, result,
+   summary)`: the package's sampling and evaluation, which extends `summary`.
+
+Returns the summary dict (also on the other processes, without the report's figures).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from mp_layers.pretrained import write_config
+from mp_layers.training.cli import print_fit, timed_fit
+from mp_layers.training.config import TrainerConfig
+from mp_layers.training.phases import LossFn, OptimizerFactory
+from mp_layers.training.trainer import FitResult, Trainer
+from mp_layers.typecheck import typechecked
+
+__all__ = ["Report", "TrainJob", "run_train_job"]
+
+Report = Callable[[Trainer, FitResult, dict[str, Any]], None]
+
+
+@typechecked
+@dataclass
+class TrainJob:
+    """What a `train` command trains: the `Trainer`'s arguments plus the run's JSON config.
+
+    `trainer_kwargs` go to `Trainer` as they are (`lr_lambda`, `collate_fn`, `sample_fn`,
+    `parameters`, `phases`, ...)."""
+
+    model: nn.Module
+    data: Any
+    loss_fn: LossFn | None
+    optimizer_factory: OptimizerFactory
+    config: TrainerConfig
+    run_config: dict[str, Any]
+    run_config_file: str
+    trainer_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@typechecked
+def run_train_job(
+    job: TrainJob, *, resume: str | Path | None = None, report: Report | None = None
+) -> dict[str, Any]:
+    """Write the run config, fit a `Trainer` on `job` (resuming as `resume` says), then on the
+    main process print the fit and call `report`. Returns the summary dict."""
+    out = Path(job.config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(out / job.run_config_file, job.run_config)
+    trainer = Trainer(
+        model=job.model,
+        data=job.data,
+        optimizer_factory=job.optimizer_factory,
+        config=job.config,
+        loss_fn=job.loss_fn,
+        **job.trainer_kwargs,
+    )
+    result, summary = timed_fit(trainer, resume)
+    if trainer.accelerator.is_main_process:
+        summary.update(
+            checkpoint=None if result.checkpoint is None else str(result.checkpoint),
+            loss_plot=str(out / "loss.png"),
+            final_loss=result.losses[-1] if result.losses else None,
+        )
+        print_fit(result, summary, out)
+        if report is not None:
+            report(trainer, result, summary)
+    return summary
