@@ -1,4 +1,10 @@
-"""TextEncoder: token embeddings + padding mask, lazy offline loading, truncation, injection."""
+"""phenaki.text.TextEncoder: Phenaki's defaults on the shared encoder.
+
+The encoder's behaviour (lazy loading, per-token states and mask, truncation, devices, cache,
+injection, copies, errors) is tested once, in packages/mp-layers/tests/test_text_encoder*.py;
+here: the defaults (T5 by name, per-token outputs, 256 tokens when the model sets no limit, 256
+cached captions), the positional `device` Phenaki calls it with, the arguments and messages of
+this constructor and the install hint that names this package."""
 
 from __future__ import annotations
 
@@ -41,10 +47,6 @@ def expected(model_and_tokenizer: tuple[Any, Any], texts: list[str], **kwargs: A
     return hidden, tokens["attention_mask"].bool()
 
 
-def no_weights(*args: object, **kwargs: object) -> None:
-    raise AssertionError("must not load weights or a tokenizer")
-
-
 # ---------------------------------------------------------------- loading by folder
 
 
@@ -66,22 +68,6 @@ def test_t5_folder_gives_states_and_the_tokenizers_mask(
     torch.testing.assert_close(embeds[mask], hidden[real], atol=1e-5, rtol=1e-5)
 
 
-def test_other_encoders_load_with_automodel(tiny_bert_dir: Path) -> None:
-    encoder = TextEncoder(str(tiny_bert_dir))  # a str path: never sent to the hub
-    embeds, mask = encoder(CAPTIONS)
-    tokens = transformers.AutoTokenizer.from_pretrained(tiny_bert_dir)(CAPTIONS, padding=True)
-    assert embeds.shape == (2, len(tokens["input_ids"][0]), 32)
-    assert mask.tolist() == [[bool(m) for m in row] for row in tokens["attention_mask"]]
-
-
-def test_texts_are_truncated_to_max_length(tiny_t5_dir: Path, t5: tuple[Any, Any]) -> None:
-    embeds, mask = TextEncoder(tiny_t5_dir, max_length=4)(CAPTIONS)
-    assert embeds.shape == (2, 4, 16)
-    assert mask.all()
-    hidden, _ = expected(t5, CAPTIONS, truncation=True, max_length=4)
-    torch.testing.assert_close(embeds, hidden, atol=1e-5, rtol=1e-5)
-
-
 def test_default_length_is_the_models_or_the_references(
     tiny_t5_dir: Path, tiny_bert_dir: Path
 ) -> None:
@@ -92,19 +78,6 @@ def test_default_length_is_the_models_or_the_references(
     assert TextEncoder(tiny_t5_dir)([long_text])[1].shape == (1, 256)
     with pytest.raises(ValueError, match="max_position_embeddings=64"):
         TextEncoder(tiny_bert_dir, max_length=65)("a cat")
-
-
-def test_padding_and_the_cache_do_not_change_a_text(tiny_t5_dir: Path) -> None:
-    uncached = TextEncoder(tiny_t5_dir, cache_size=0)
-    alone, _ = uncached(["a cat runs"])
-    batched, _ = uncached(CAPTIONS)
-    n = alone.shape[1]
-    torch.testing.assert_close(batched[0, :n], alone[0], atol=1e-5, rtol=1e-5)
-    cached = TextEncoder(tiny_t5_dir)
-    first = cached(CAPTIONS)
-    again = cached(CAPTIONS[::-1])  # both from the cache, in another order
-    torch.testing.assert_close(again[0], first[0].flip(0))
-    assert torch.equal(again[1], first[1].flip(0))
 
 
 # ---------------------------------------------------------------- laziness and errors
@@ -133,36 +106,6 @@ def test_unavailable_name_is_a_one_sentence_error() -> None:
     assert not encoder.is_loaded
 
 
-def test_missing_folder_names_the_path(tmp_path: Path) -> None:
-    encoder = TextEncoder(tmp_path / "no-such-model")
-    with pytest.raises(FileNotFoundError, match="no-such-model"):
-        encoder(["a cat"])
-
-
-def test_dim_reads_the_config_without_loading_weights(
-    tiny_t5_dir: Path, tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name in ("AutoModel", "T5EncoderModel", "AutoTokenizer"):
-        monkeypatch.setattr(getattr(transformers, name), "from_pretrained", no_weights)
-    for folder, width in ((tiny_t5_dir, 16), (tiny_bert_dir, 32)):
-        encoder = TextEncoder(folder)
-        assert encoder.dim == width
-        assert not encoder.is_loaded
-    with pytest.raises(ValueError, match="dim=8"):
-        _ = TextEncoder(tiny_t5_dir, dim=8).dim
-
-
-def test_empty_and_non_string_texts(tiny_t5_dir: Path) -> None:
-    encoder = TextEncoder(tiny_t5_dir)
-    with pytest.raises(ValueError, match="at least one text"):
-        encoder([])
-    with pytest.raises(TypeError, match="index 1"):
-        encoder(["a cat", 3])  # type: ignore[list-item]
-    with pytest.raises(TypeError):
-        encoder(3)  # type: ignore[arg-type]
-    assert not encoder.is_loaded  # validation comes before loading
-
-
 def test_bad_constructor_arguments(t5: tuple[Any, Any]) -> None:
     model, tokenizer = t5
     with pytest.raises(TypeError, match="tokenizer="):
@@ -185,85 +128,56 @@ def test_bad_constructor_arguments(t5: tuple[Any, Any]) -> None:
         TextEncoder(42)  # type: ignore[arg-type]
 
 
-# ---------------------------------------------------------------- devices and injection
+# ---------------------------------------------------------------- defaults and calls
 
 
-def test_device_argument_is_respected(tiny_t5_dir: Path) -> None:
+def test_defaults_are_t5_token_states_and_256_cached_captions(
+    tiny_t5_dir: Path, t5: tuple[Any, Any]
+) -> None:
+    encoder = TextEncoder()
+    assert (encoder.pooling, encoder.cache_size) == (None, 256)
+    assert repr(encoder) == "TextEncoder('google/t5-v1_1-base', cache=0/256)"
+    model, tokenizer = t5
+    injected = TextEncoder(module=model, tokenizer=tokenizer)  # the default name is ignored
+    assert injected.name_or_path is None
+    assert repr(injected) == "TextEncoder(T5EncoderModel, cache=0/256)"
+
+
+def test_device_argument_is_respected_and_may_be_positional(tiny_t5_dir: Path) -> None:
     encoder = TextEncoder(tiny_t5_dir)
     for device in (None, "cpu", torch.device("cpu")):
         embeds, mask = encoder(CAPTIONS, device=device)
         assert embeds.device == mask.device == torch.device("cpu")
+        positional = encoder(CAPTIONS, device)  # as Phenaki calls it
+        assert torch.equal(positional[0], embeds)
+        assert torch.equal(positional[1], mask)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.gpu
-def test_runs_on_the_requested_cuda_device(tiny_t5_dir: Path) -> None:
-    encoder = TextEncoder(tiny_t5_dir, cache_size=0)
-    on_cpu = encoder(CAPTIONS)
-    on_gpu = encoder(CAPTIONS, device="cuda")
-    assert on_gpu[0].device.type == on_gpu[1].device.type == "cuda"
-    torch.testing.assert_close(on_gpu[0].cpu(), on_cpu[0], atol=1e-4, rtol=1e-4)
-    assert torch.equal(on_gpu[1].cpu(), on_cpu[1])
+def test_function_is_called_with_the_texts_and_the_device() -> None:
+    calls: list[tuple[list[str], torch.device]] = []
 
-
-class CountingModule(nn.Module):
-    """Wraps a transformers encoder; records the batch size of every forward."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.config = model.config
-        self.batches: list[int] = []
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
-        self.batches.append(input_ids.shape[0])
-        return self.model(input_ids=input_ids, attention_mask=attention_mask)
-
-
-def test_injected_module_and_tokenizer(t5: tuple[Any, Any]) -> None:
-    model, tokenizer = t5
-    module = CountingModule(model).train()  # the encoder must switch dropout off
-    encoder = TextEncoder(module=module, tokenizer=tokenizer, cache_size=2)
-    assert encoder.dim == 16  # config.d_model
-    embeds, mask = encoder(CAPTIONS)
-    assert not module.training
-    hidden, real = expected(t5, CAPTIONS)
-    torch.testing.assert_close(embeds[mask], hidden[real], atol=1e-5, rtol=1e-5)
-    encoder([CAPTIONS[1], CAPTIONS[1]])  # cached: no forward
-    encoder(["a dog"])  # one new caption; evicts the least recently used ("a cat runs")
-    encoder([CAPTIONS[0]])
-    assert module.batches == [2, 1, 1]
-
-
-def test_function_with_dim() -> None:
     def embed(texts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        m = max(len(t) for t in texts)
-        mask = torch.tensor([[i < len(t) for i in range(m)] for t in texts], device=device)
-        return torch.full((len(texts), m, 3), 7.0, dtype=torch.float64, device=device), mask
+        calls.append((texts, device))
+        return torch.ones(len(texts), 2, 3), torch.tensor([[True, False]] * len(texts))
 
-    encoder = TextEncoder(function=embed, dim=3)
-    assert encoder.dim == 3
-    assert encoder.is_loaded
-    embeds, mask = encoder(["ab", "abcd"], device="cpu")
-    assert embeds.dtype == torch.float32
-    assert mask.dtype == torch.bool
-    assert mask.tolist() == [[True, True, False, False], [True] * 4]
-    assert (embeds[mask] == 7).all()
-    assert (embeds[~mask] == 0).all()
-    wrong = TextEncoder(function=lambda texts, device: torch.zeros(len(texts), 2, 3), dim=3)
-    with pytest.raises(ValueError, match=r"embeds \(1, m, 3\), mask \(1, m\)"):
-        wrong(["a cat"])
+    encoder = TextEncoder(function=embed, dim=3)  # the default name is ignored
+    embeds, mask = encoder(["a", "a"], "cpu")
+    assert calls == [(["a", "a"], torch.device("cpu"))]  # no cache: every batch, as given
+    assert embeds[:, 1].eq(0).all()
+    assert mask.tolist() == [[True, False]] * 2
+    with pytest.raises(ValueError, match=r"expected function= to return \(embeds \(1, m, 3\)"):
+        TextEncoder(function=lambda texts, device: torch.zeros(len(texts), 2, 3), dim=3)(["a"])
 
 
-def test_is_not_a_module_and_copies_share_it(tiny_t5_dir: Path) -> None:
+def test_copies_share_it_and_pickling_drops_loaded_weights(tiny_t5_dir: Path) -> None:
     encoder = TextEncoder(tiny_t5_dir)
     assert not isinstance(encoder, nn.Module)
     holder = nn.Linear(2, 2)
     holder.text = encoder  # type: ignore[assignment]
-    encoder(["a cat"])
+    before = encoder(["a cat"])
     assert set(holder.state_dict()) == {"weight", "bias"}
-    assert len(list(holder.parameters())) == 2
     assert copy.deepcopy(holder).text is encoder
-    restored = pickle.loads(pickle.dumps(encoder))  # drops the weights: they reload lazily
+    restored = pickle.loads(pickle.dumps(encoder))
+    assert type(restored) is TextEncoder
     assert not restored.is_loaded
-    torch.testing.assert_close(restored(["a cat"])[0], encoder(["a cat"])[0])
+    torch.testing.assert_close(restored(["a cat"])[0], before[0])
