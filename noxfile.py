@@ -198,21 +198,9 @@ def bench(session: nox.Session) -> None:
 def bench_reference(session: nox.Session) -> None:
     """karras-unet3d against denoising-diffusion-pytorch==2.3.4, installed in its own venv."""
     _sync(session, "--all-packages", "--all-extras")
-    reference = Path(session.create_tmp()) / "reference-venv"
-    if not (reference / "bin" / "python").exists():
-        session.run("uv", "venv", "--python", MAIN_PYTHON, str(reference), external=True)
-        session.run(
-            "uv",
-            "pip",
-            "install",
-            f"--python={reference}",
-            "denoising-diffusion-pytorch==2.3.4",
-            external=True,
-        )
+    python = _reference_venv(session, "ddp-2.3.4", "denoising-diffusion-pytorch==2.3.4")
     script = PACKAGES["karras-unet3d"] / "benchmarks" / "bench_vs_reference.py"
-    session.run(
-        "python", str(script), f"--ref-python={reference / 'bin' / 'python'}", *session.posargs
-    )
+    session.run("python", str(script), f"--ref-python={python}", *session.posargs)
 
 
 def _torch_version(session: nox.Session) -> str:

@@ -25,6 +25,18 @@ Common flags: `--ref-python`, `--steps` (or the spec's name for it), `--rounds`,
 
 from benchharness.process import Server, call, call_function
 from benchharness.run import Run, main
-from benchharness.spec import Bench, Column, Side, Workload
+from benchharness.spec import Bench, Column, Side, Workload, no_higher, train_step
 
-__all__ = ["Bench", "Column", "Run", "Server", "Side", "Workload", "call", "call_function", "main"]
+__all__ = [
+    "Bench",
+    "Column",
+    "Run",
+    "Server",
+    "Side",
+    "Workload",
+    "call",
+    "call_function",
+    "main",
+    "no_higher",
+    "train_step",
+]

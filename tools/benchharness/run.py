@@ -51,6 +51,8 @@ class Run:
         self.columns: list[Column] = (
             bench.columns(args) if callable(bench.columns) else list(bench.columns)
         )
+        self.modes = list(dict.fromkeys(c.key for c in self.columns if not c.memory and c.per_step))
+        self.memory_kinds = list(dict.fromkeys(c.key for c in self.columns if c.memory))
         self.servers: dict[str, Server] = {}
         self.infos: dict[str, dict[str, Any]] = {}
         self.times: dict[tuple[str, str], list[float]] = {}
@@ -83,7 +85,7 @@ class Run:
             raise SystemExit(f"the sides got different inputs or weights: {checks}")
 
     def time_modes(self) -> None:
-        for mode in self.bench.modes:
+        for mode in self.modes:
             for server in self.servers.values():  # warm-up: allocator, oneDNN primitive caches
                 for _ in range(self.bench.warmup):
                     server.time(mode)
@@ -99,7 +101,7 @@ class Run:
 
     def measure_memory(self) -> None:
         for round_index in range(self.args.rounds):
-            for kind in self.bench.memory:
+            for kind in self.memory_kinds:
                 for side in self.sides if round_index % 2 == 0 else self.sides[::-1]:
                     request = self.request(side, mode="memory", kind=kind)
                     result = call(self.python(side), request, self.bench.env)
@@ -107,7 +109,7 @@ class Run:
                     if result["cuda_peak_mib"] is not None:
                         cuda = self.cuda_peaks.setdefault((side.name, kind), [])
                         cuda.append(result["cuda_peak_mib"])
-        if self.bench.memory:
+        if self.memory_kinds:
             print("memory done", file=sys.stderr)
 
 

@@ -26,10 +26,11 @@ class Side:
 class Column:
     """One column of the table: the median time of a step, or the peak memory of a step.
 
-    `key` is a step name (`Bench.modes`, or a time the spec's `after_timing` records) or, with
-    `memory=True`, a memory kind (`Bench.memory`). The "reference / ours" row shows, for a time,
-    the median of the per-step ratios (`per_step=True`: the steps were interleaved) or else the
-    ratio of the medians; for a memory, the ratio of the medians. `suffix`: text after a side's
+    `key` is a step of the sides' `Workload`. A time column with `per_step=True` (the default)
+    makes the harness time that step interleaved (the columns' order is the timing order); with
+    `per_step=False` the spec's `after_timing` records its times. With `memory=True` the harness
+    measures the step's peak memory. The "reference / ours" row shows, for an interleaved time,
+    the median of the per-step ratios, else the ratio of the medians. `suffix`: text after a side's
     cell (e.g. " (est.)"). `target`: the least acceptable ratio (a target and a met row).
     """
 
@@ -48,6 +49,11 @@ class Column:
         return self.fmt or (".0f" if self.memory else ".3f")
 
 
+def no_higher(title: str, kind: str) -> Column:
+    """A peak-memory column whose target is ours no higher than the reference's."""
+    return Column(title, kind, memory=True, target=1.0, target_note=" (no higher)")
+
+
 @dataclass
 class Workload:
     """What a side's `build` returns, inside its worker process.
@@ -62,6 +68,28 @@ class Workload:
     same: dict[str, Any] = field(default_factory=dict)
 
 
+def train_step(
+    model: Any, loss: Callable[[], Any], parameters: Any = None, lr: float = 1e-4
+) -> Callable[[], None]:
+    """A training step for a `Workload`: `model.train()`, `loss().backward()`, an Adam step over
+    `parameters` (the model's by default), gradients dropped (inside a worker: imports torch)."""
+    import torch
+
+    opt = torch.optim.Adam(model.parameters() if parameters is None else parameters, lr=lr)
+
+    def step() -> None:
+        model.train()
+        loss().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _no_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {}
+
+
 def _no_lines(run: Run) -> list[str]:
     return []
 
@@ -72,8 +100,8 @@ class Bench:
 
     - `file`: the spec's `__file__`; each worker imports it and calls its `build(side, params)`.
     - `description`: the command's help (the spec's docstring).
-    - `modes`: steps timed interleaved, in this order; `memory`: steps measured for peak memory.
-    - `columns`: the table (or a function of the parsed arguments returning it).
+    - `columns`: the table (or a function of the parsed arguments returning it); they also say
+      which steps are timed interleaved and which are measured for memory.
     - `params`: the JSON configuration every worker receives (`threads` and `device` are added).
     - `setting`: the header's words on the inputs ("batch 2 x 9 frames, fp32").
     - `describe` / `footer`: more lines before / after the table, from the finished run.
@@ -83,12 +111,10 @@ class Bench:
 
     file: str
     description: str
-    modes: tuple[str, ...]
-    memory: tuple[str, ...]
     columns: list[Column] | Callable[[argparse.Namespace], list[Column]]
-    params: Callable[[argparse.Namespace], dict[str, Any]]
     setting: Callable[[argparse.Namespace], str]
     ref_python: str
+    params: Callable[[argparse.Namespace], dict[str, Any]] = _no_params
     sides: tuple[Side, ...] = (Side("ours"), Side("reference", reference=True))
     describe: Callable[[Run], list[str]] = _no_lines
     footer: Callable[[Run], list[str]] = _no_lines

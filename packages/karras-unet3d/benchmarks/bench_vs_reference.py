@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools"))
-from benchharness import Bench, Column, Run, Side, Workload, main
+from benchharness import Bench, Column, Run, Side, Workload, main, train_step
 
 CONFIG = {
     "frames": 8,
@@ -59,20 +59,14 @@ def build(side: str, params: dict[str, Any]) -> Workload:
     labels = torch.randint(0, config["num_classes"], (b,))
     target = torch.randn_like(x)
     x, t, labels, target = (v.to(params["device"]) for v in (x, t, labels, target))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-    def train_step() -> None:
-        model.train()
-        (model(x, t, class_labels=labels) - target).pow(2).mean().backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    train = train_step(model, lambda: (model(x, t, class_labels=labels) - target).pow(2).mean())
 
     def eval_step() -> None:
         model.eval()
         with torch.inference_mode():
             model(x, t, class_labels=labels)
 
-    return Workload({"train": train_step, "eval": eval_step})
+    return Workload({"train": train, "eval": eval_step})
 
 
 def checkpointing(run: Run) -> list[str]:
@@ -88,8 +82,6 @@ BENCH = Bench(
     file=__file__,
     description=__doc__,
     sides=(Side("ours"), Side("reference", reference=True), Side("ours+ckpt")),
-    modes=("train", "eval"),
-    memory=("train",),
     columns=[
         Column("train step (s)", "train"),
         Column("eval forward (s)", "eval"),

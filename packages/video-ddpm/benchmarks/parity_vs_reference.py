@@ -8,7 +8,8 @@ Each reference lives in its own environment:
         --ref-python /tmp/refenv061/bin/python --version 0.6.1 \
         --ref-python /tmp/refenv070/bin/python --version 0.7.0
 
-Per reference, a helper (the `REFERENCE` program below) runs under the reference interpreter:
+Per reference, a helper (`reference_outputs` below, run by the harness's worker,
+`tools/benchharness`) runs under the reference interpreter:
 it builds a random reference `Unet3D(dim=16, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8,
 cond_dim=6)` in `GaussianDiffusion(image_size=16, num_frames=5, timesteps=50)`, perturbs every
 parameter (norm gains off 1, biases off 0), writes a Trainer checkpoint `{"step", "model", "ema",
@@ -22,72 +23,77 @@ noise. Then, here: `convert_reference_checkpoint`, `load_pretrained`, the same c
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools"))
+from benchharness import call_function
 
-from video_ddpm.diffusion import GaussianDiffusion
-from video_ddpm.pretrained import convert_reference_checkpoint, load_pretrained
+if TYPE_CHECKING:
+    import torch
 
 UNET = {"dim": 16, "dim_mults": (1, 2), "attn_heads": 2, "attn_dim_head": 8, "cond_dim": 6}
 DIFFUSION = {"image_size": 16, "num_frames": 5, "timesteps": 50}
 BATCH, SEED, GUIDANCE = 2, 1234, 3.0
 
-REFERENCE = r"""
-import copy, importlib.metadata, json, sys, warnings
-import torch
-from video_diffusion_pytorch import GaussianDiffusion, Unet3D
 
-out, unet, diffusion = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-batch, seed, guidance = int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
-unet["dim_mults"] = tuple(unet["dim_mults"])
-torch.manual_seed(0)
+def reference_outputs(params: dict[str, Any]) -> dict[str, str]:
+    """Under the reference's interpreter: its checkpoint and outputs, saved in `params["out"]`."""
+    import copy
+    import importlib.metadata
+    import warnings
 
-def perturb(module):
+    import torch
+    from video_diffusion_pytorch import GaussianDiffusion, Unet3D
+
+    out = params["out"]
+    unet = {**UNET, "dim_mults": tuple(UNET["dim_mults"])}
+    diffusion = DIFFUSION
+    torch.manual_seed(0)
+
+    def perturb(module: torch.nn.Module) -> None:
+        with torch.no_grad():
+            for p in module.parameters():
+                p.mul_(1 + 0.2 * torch.randn_like(p)).add_(0.05 * torch.randn_like(p))
+
+    model = GaussianDiffusion(Unet3D(**unet), **diffusion)
+    perturb(model)
+    ema = copy.deepcopy(model)
+    perturb(ema)  # "model" and "ema" differ: the conversion must pick the EMA weights
+    model.eval()
+    ema.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scaler = torch.amp.GradScaler("cuda", enabled=False).state_dict()
+    except AttributeError:  # older torch
+        scaler = torch.cuda.amp.GradScaler(enabled=False).state_dict()
+    checkpoint = {"step": 7, "model": model.state_dict(), "ema": ema.state_dict(), "scaler": scaler}
+    torch.save(checkpoint, out + "/model-1.pt")
+
+    size, frames, steps = diffusion["image_size"], diffusion["num_frames"], diffusion["timesteps"]
+    x = torch.randn(BATCH, unet.get("channels", 3), frames, size, size)
+    t = torch.tensor([0, steps - 13])[:BATCH]
+    cond = torch.randn(BATCH, unet["cond_dim"])
+    videos = torch.rand_like(x)
+    noise = torch.randn_like(x)
     with torch.no_grad():
-        for p in module.parameters():
-            p.mul_(1 + 0.2 * torch.randn_like(p)).add_(0.05 * torch.randn_like(p))
-
-model = GaussianDiffusion(Unet3D(**unet), **diffusion)
-perturb(model)
-ema = copy.deepcopy(model)
-perturb(ema)  # "model" and "ema" differ: the conversion must pick the EMA weights
-model.eval(); ema.eval()
-try:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        scaler = torch.amp.GradScaler("cuda", enabled=False).state_dict()
-except AttributeError:  # older torch
-    scaler = torch.cuda.amp.GradScaler(enabled=False).state_dict()
-checkpoint = {"step": 7, "model": model.state_dict(), "ema": ema.state_dict(), "scaler": scaler}
-torch.save(checkpoint, out + "/model-1.pt")
-
-size, frames, steps = diffusion["image_size"], diffusion["num_frames"], diffusion["timesteps"]
-x = torch.randn(batch, unet.get("channels", 3), frames, size, size)
-t = torch.tensor([0, steps - 13])[:batch]
-cond = torch.randn(batch, unet["cond_dim"])
-videos = torch.rand_like(x)
-noise = torch.randn_like(x)
-with torch.no_grad():
-    unet_out = ema.denoise_fn(x, t, cond=cond)
-    results = {"x": x, "t": t, "cond": cond, "videos": videos, "noise": noise, "unet": unet_out}
-    for name, scale in (("p_sample", 1.0), ("p_sample_guided", guidance)):
-        torch.manual_seed(seed)
-        step_noise = torch.randn_like(x)  # what p_sample draws after the seed
-        torch.manual_seed(seed)
-        results[name] = ema.p_sample(x, t, cond=cond, cond_scale=scale)
-        results[name + "_noise"] = step_noise
-    loss_t = torch.tensor([5, steps - 1])[:batch]
-    x_start = videos * 2 - 1  # the reference's normalize_img
-    results["loss"] = ema.p_losses(x_start, loss_t, cond=cond, noise=noise)
-    results["loss_t"] = loss_t
-results["version"] = torch.tensor([int(v) for v in importlib.metadata.version("video-diffusion-pytorch").split(".")])
-torch.save(results, out + "/outputs.pt")
-"""
+        unet_out = ema.denoise_fn(x, t, cond=cond)
+        results = {"x": x, "t": t, "cond": cond, "videos": videos, "noise": noise, "unet": unet_out}
+        for name, scale in (("p_sample", 1.0), ("p_sample_guided", GUIDANCE)):
+            torch.manual_seed(SEED)
+            step_noise = torch.randn_like(x)  # what p_sample draws after the seed
+            torch.manual_seed(SEED)
+            results[name] = ema.p_sample(x, t, cond=cond, cond_scale=scale)
+            results[name + "_noise"] = step_noise
+        loss_t = torch.tensor([5, steps - 1])[:BATCH]
+        x_start = videos * 2 - 1  # the reference's normalize_img
+        results["loss"] = ema.p_losses(x_start, loss_t, cond=cond, noise=noise)
+        results["loss_t"] = loss_t
+    torch.save(results, out + "/outputs.pt")
+    return {"version": importlib.metadata.version("video-diffusion-pytorch")}
 
 
 def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
@@ -97,26 +103,14 @@ def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
 
 def check(ref_python: str, label: str | None, work: Path) -> dict[str, float | str]:
     """Run the reference helper, convert its checkpoint, return the errors per output."""
-    proc = subprocess.run(
-        [
-            ref_python,
-            "-c",
-            REFERENCE,
-            str(work),
-            json.dumps(UNET),
-            json.dumps(DIFFUSION),
-            str(BATCH),
-            str(SEED),
-            str(GUIDANCE),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode:
-        raise SystemExit(f"reference helper ({ref_python}) failed:\n{proc.stderr[-3000:]}")
+    import torch
+
+    from video_ddpm.diffusion import GaussianDiffusion
+    from video_ddpm.pretrained import convert_reference_checkpoint, load_pretrained
+
+    helper = call_function(ref_python, __file__, "reference_outputs", {"out": str(work)})
+    version = helper["version"]
     ref = torch.load(work / "outputs.pt", map_location="cpu", weights_only=True)
-    version = ".".join(str(v) for v in ref["version"].tolist())
     if label is not None and label != version:
         raise SystemExit(
             f"--version {label}, but {ref_python} has video-diffusion-pytorch {version}"
@@ -181,6 +175,8 @@ def main() -> None:
     for python, label in zip(args.ref_python, labels, strict=True):
         with tempfile.TemporaryDirectory(prefix="vdm-parity-") as work:
             rows.append(check(python, label, Path(work)))
+
+    import torch
 
     print(
         f"torch {torch.__version__}, fp32, CPU; Unet3D{UNET}, GaussianDiffusion{DIFFUSION}, "
