@@ -14,11 +14,15 @@ Training losses (`forward`): reconstruction MSE over valid frames, the quantiser
 a perceptual loss through a frozen network (`phenaki.perceptual.PerceptualLoss`), and an adversarial
 loss weighted adaptively (VQGAN, Esser et al. 2021, eq. 7) against a frame discriminator (one random
 valid frame per clip, as the reference) or a 3-D video discriminator that judges motion.
+
+This module holds the tokenizer itself; its patch embeddings, pixel heads, quantiser and
+space-time passes are in `phenaki.cvivit_blocks`, its token arithmetic (frames, tokens, frame
+masks) in `phenaki.cvivit_geometry`, and the way its training losses combine in
+`phenaki.cvivit_losses`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -27,12 +31,8 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange, repeat
-from einops.layers.torch import Rearrange
+from einops import rearrange
 from torch import Tensor, nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from vector_quantize_pytorch import VectorQuantize
 
 from mp_layers.pretrained import (
     atomic_write,
@@ -43,18 +43,19 @@ from mp_layers.pretrained import (
 )
 from mp_layers.typecheck import typechecked
 from phenaki.attention import ContinuousPositionBias, Transformer
-from phenaki.discriminator import FrameDiscriminator, VideoDiscriminator
-from phenaki.losses import (
-    adaptive_weight,
-    bce_discr_loss,
-    bce_gen_loss,
-    gradient_penalty,
-    hinge_discr_loss,
-    hinge_gen_loss,
-    pick_frames,
+from phenaki.cvivit_blocks import (
+    Size,
+    decode_space_time,
+    encode_space_time,
+    pixel_heads,
+    quantizer,
+    to_pair,
+    token_embeddings,
 )
+from phenaki.cvivit_geometry import PatchGeometry
+from phenaki.cvivit_losses import adversarial_networks, discriminator_loss, generator_loss
+from phenaki.losses import bce_discr_loss, bce_gen_loss, hinge_discr_loss, hinge_gen_loss
 from phenaki.perceptual import PerceptualLoss
-from phenaki.quantize import FactorizedLFQ
 
 __all__ = ["CViViT"]
 
@@ -64,21 +65,6 @@ FORMAT = "phenaki.CViViT"
 FORMAT_VERSION = 1
 
 PathLike = str | os.PathLike[str]
-Size = int | tuple[int, int]
-
-
-def _pair(value: Size, name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or min(pair) < 1:
-        raise ValueError(f"{name}: expected a positive int or (height, width), got {value!r}")
-    return pair[0], pair[1]
-
-
-def _patch_embedding(pattern: str, inputs: int, dim: int, **sizes: int) -> nn.Sequential:
-    """Rearrange into patches -> LayerNorm -> Linear -> LayerNorm ("dual PatchNorm")."""
-    return nn.Sequential(
-        Rearrange(pattern, **sizes), nn.LayerNorm(inputs), nn.Linear(inputs, dim), nn.LayerNorm(dim)
-    )
 
 
 class CViViT(nn.Module):
@@ -132,8 +118,8 @@ class CViViT(nn.Module):
         perceptual_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        self.image_size = _pair(image_size, "image_size")
-        self.patch_size = _pair(patch_size, "patch_size")
+        self.image_size = to_pair(image_size, "image_size")
+        self.patch_size = to_pair(patch_size, "patch_size")
         (height, width), (ph, pw) = self.image_size, self.patch_size
         if height % ph or width % pw:
             raise ValueError(
@@ -196,18 +182,13 @@ class CViViT(nn.Module):
         self.perceptual_weight = perceptual_weight
 
         self.spatial_rel_pos_bias = ContinuousPositionBias(dim=dim, heads=heads)
-        frame_inputs = channels * ph * pw
-        self.to_patch_emb_first_frame = _patch_embedding(
-            "b c 1 (h p1) (w p2) -> b 1 h w (c p1 p2)", frame_inputs, dim, p1=ph, p2=pw
+        self.geometry = PatchGeometry(
+            channels=channels,
+            image_size=self.image_size,
+            patch=self.patch_size,
+            temporal_patch_size=temporal_patch_size,
         )
-        self.to_patch_emb = _patch_embedding(
-            "b c (t pt) (h p1) (w p2) -> b t h w (c pt p1 p2)",
-            frame_inputs * temporal_patch_size,
-            dim,
-            p1=ph,
-            p2=pw,
-            pt=temporal_patch_size,
-        )
+        self.to_patch_emb_first_frame, self.to_patch_emb = token_embeddings(self.geometry, dim)
         shared: dict[str, Any] = {
             "dim": dim,
             "dim_head": dim_head,
@@ -219,45 +200,29 @@ class CViViT(nn.Module):
         temporal = {**shared, "depth": temporal_depth, "causal": True, "peg": True}
         self.enc_spatial_transformer = Transformer(**spatial)
         self.enc_temporal_transformer = Transformer(**temporal, peg_causal=True)
-        self.vq: nn.Module
-        if lookup_free_quantization:
-            lfq_kwargs.setdefault("channel_first", False)
-            self.vq = FactorizedLFQ(dim=dim, codebook_size=codebook_size, **lfq_kwargs)
-        else:
-            self.vq = VectorQuantize(dim=dim, codebook_size=codebook_size, use_cosine_sim=True)
+        self.vq = quantizer(
+            dim=dim,
+            codebook_size=codebook_size,
+            lookup_free=lookup_free_quantization,
+            lfq_kwargs=lfq_kwargs,
+        )
         self.dec_spatial_transformer = Transformer(**spatial)
         self.dec_temporal_transformer = Transformer(**temporal, peg_causal=True)
-        self.to_pixels_first_frame = nn.Sequential(
-            nn.Linear(dim, frame_inputs),
-            Rearrange("b 1 h w (c p1 p2) -> b c 1 (h p1) (w p2)", p1=ph, p2=pw),
-        )
-        self.to_pixels = nn.Sequential(
-            nn.Linear(dim, frame_inputs * temporal_patch_size),
-            Rearrange(
-                "b t h w (c pt p1 p2) -> b c (t pt) (h p1) (w p2)",
-                p1=ph,
-                p2=pw,
-                pt=temporal_patch_size,
-            ),
-        )
+        self.to_pixels_first_frame, self.to_pixels = pixel_heads(self.geometry, dim)
 
         self.discr: nn.Module | None = None
         # Not a submodule: never trained, never in state_dict() or an optimizer (defect P8).
         self.perceptual: PerceptualLoss | None = None
         if use_vgg_and_gan:
-            if perceptual_weight > 0:
-                self.perceptual = PerceptualLoss(vgg)
-            if discriminator == "frame":
-                self.discr = FrameDiscriminator(
-                    dim=discr_base_dim,
-                    image_size=self.image_size,
-                    channels=channels,
-                    attn_res_layers=tuple(self.config["discr_attn_res_layers"]),
-                )
-            else:
-                self.discr = VideoDiscriminator(
-                    dim=discr_base_dim, image_size=self.image_size, channels=channels
-                )
+            self.perceptual, self.discr = adversarial_networks(
+                vgg=vgg,
+                perceptual_weight=perceptual_weight,
+                discriminator=discriminator,
+                discr_base_dim=discr_base_dim,
+                image_size=self.image_size,
+                channels=channels,
+                attn_res_layers=tuple(self.config["discr_attn_res_layers"]),
+            )
         self.discr_loss = hinge_discr_loss if use_hinge_loss else bce_discr_loss
         self.gen_loss = hinge_gen_loss if use_hinge_loss else bce_gen_loss
 
@@ -266,32 +231,19 @@ class CViViT(nn.Module):
     @property
     def patch_height_width(self) -> tuple[int, int]:
         """Tokens per frame along height and width: `(H // p1, W // p2)`."""
-        return self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1]
+        return self.geometry.patch_height_width
 
     @property
     def image_num_tokens(self) -> int:
         """Tokens of one frame (or of one tubelet step): `h' * w'`."""
-        h, w = self.patch_height_width
-        return h * w
-
-    def _check_num_frames(self, num_frames: int, include_first_frame: bool = True) -> None:
-        rest = num_frames - 1 if include_first_frame else num_frames
-        if rest < 0 or rest % self.temporal_patch_size:
-            form = "1 + k * " if include_first_frame else "k * "
-            raise ValueError(
-                f"num_frames: expected {form}temporal_patch_size ({self.temporal_patch_size}) "
-                f"frames, got {num_frames}"
-            )
+        return self.geometry.image_num_tokens
 
     @typechecked
     def get_video_patch_shape(
         self, num_frames: int, include_first_frame: bool = True
     ) -> tuple[int, int, int]:
         """The token grid `(t', h', w')` of a video of `num_frames` frames."""
-        self._check_num_frames(num_frames, include_first_frame)
-        rest = num_frames - 1 if include_first_frame else num_frames
-        steps = int(include_first_frame) + rest // self.temporal_patch_size
-        return (steps, *self.patch_height_width)
+        return self.geometry.video_patch_shape(num_frames, include_first_frame)
 
     @typechecked
     def num_tokens_per_frames(self, num_frames: int, include_first_frame: bool = True) -> int:
@@ -302,39 +254,13 @@ class CViViT(nn.Module):
     @typechecked
     def frames_per_num_tokens(self, num_tokens: int) -> int:
         """Inverse of `num_tokens_per_frames`: frames of a video of `num_tokens` tokens."""
-        per_step = self.image_num_tokens
-        if num_tokens < per_step or num_tokens % per_step:
-            raise ValueError(
-                f"num_tokens: expected a positive multiple of the {per_step} tokens per frame, "
-                f"got {num_tokens}"
-            )
-        return (num_tokens // per_step - 1) * self.temporal_patch_size + 1
-
-    def _check_frame_mask(self, mask: Tensor, batch: int, frames: int) -> Tensor:
-        if mask.shape != (batch, frames):
-            raise ValueError(
-                f"mask: expected shape (batch, frames) = {(batch, frames)}, got {tuple(mask.shape)}"
-            )
-        mask = mask.bool()
-        counts = mask.sum(dim=-1)
-        if bool(((counts - 1) % self.temporal_patch_size != 0).any()) or not bool(mask[:, 0].all()):
-            raise ValueError(
-                "mask: expected each clip to keep its first frame and 1 + k * "
-                f"temporal_patch_size ({self.temporal_patch_size}) frames, got counts "
-                f"{counts.tolist()}"
-            )
-        return mask
+        return self.geometry.frames_per_num_tokens(num_tokens)
 
     @typechecked
     def calculate_video_token_mask(self, videos: Tensor, video_frame_mask: Tensor) -> Tensor:
         """Token mask `(b, t' h' w')` of a frame mask `(b, F)`: a tubelet is valid if any of its
         frames is."""
-        b, f = videos.shape[0], videos.shape[2]
-        self._check_num_frames(f)
-        mask = self._check_frame_mask(video_frame_mask, b, f)
-        rest = rearrange(mask[:, 1:], "b (t p) -> b t p", p=self.temporal_patch_size).any(dim=-1)
-        steps = torch.cat((mask[:, :1], rest), dim=-1)
-        return repeat(steps, "b t -> b (t hw)", hw=self.image_num_tokens)
+        return self.geometry.video_token_mask(video_frame_mask, videos.shape[0], videos.shape[2])
 
     # ------------------------------------------------------------------ encoder / decoder
 
@@ -350,30 +276,22 @@ class CViViT(nn.Module):
 
     def encode(self, tokens: Tensor, spatial_bias: Tensor | None = None) -> Tensor:
         """Spatial then causal temporal transformer: `(b, t', h', w', d)` -> the same shape."""
-        b, t, h, w, _ = tokens.shape
-        video_shape = (b, t, h, w)
         bias = self._spatial_bias(tokens.device) if spatial_bias is None else spatial_bias
-        x = rearrange(tokens, "b t h w d -> (b t) (h w) d")
-        x = self.enc_spatial_transformer(x, attn_bias=bias, video_shape=video_shape)
-        x = rearrange(x, "(b t) (h w) d -> (b h w) t d", b=b, h=h, w=w)
-        x = self.enc_temporal_transformer(x, video_shape=video_shape)
-        return rearrange(x, "(b h w) t d -> b t h w d", b=b, h=h, w=w)
+        return encode_space_time(
+            self.enc_spatial_transformer, self.enc_temporal_transformer, tokens, bias
+        )
 
     def decode(self, tokens: Tensor, spatial_bias: Tensor | None = None) -> Tensor:
         """Codes `(b, t', h', w', d)` (or flat `(b, t' h' w', d)`) -> video `(b, c, F, H, W)`."""
         h, w = self.patch_height_width
         if tokens.ndim == 3:
             tokens = rearrange(tokens, "b (t h w) d -> b t h w d", h=h, w=w)
-        b, t = tokens.shape[:2]
-        video_shape = (b, t, h, w)
         bias = self._spatial_bias(tokens.device) if spatial_bias is None else spatial_bias
-        x = rearrange(tokens, "b t h w d -> (b h w) t d")
-        x = self.dec_temporal_transformer(x, video_shape=video_shape)
-        x = rearrange(x, "(b h w) t d -> (b t) (h w) d", b=b, h=h, w=w)
-        x = self.dec_spatial_transformer(x, attn_bias=bias, video_shape=video_shape)
-        x = rearrange(x, "(b t) (h w) d -> b t h w d", b=b, h=h, w=w)
+        x = decode_space_time(
+            self.dec_temporal_transformer, self.dec_spatial_transformer, tokens, bias
+        )
         first = self.to_pixels_first_frame(x[:, :1])
-        if t == 1:
+        if x.shape[1] == 1:
             return first
         return torch.cat((first, self.to_pixels(x[:, 1:])), dim=2)
 
@@ -395,7 +313,13 @@ class CViViT(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def _check_video(self, video: Tensor, mask: Tensor | None) -> tuple[Tensor, bool]:
+    def _check_inputs(
+        self, video: Tensor, mask: Tensor | None, return_discr_loss: bool
+    ) -> tuple[Tensor, Tensor | None, bool]:
+        """The checks of `forward`'s arguments: the video `(b, c, F, H, W)` (an image batch
+        `(b, c, H, W)` becomes one-frame clips), its frame mask (as bool) and whether a
+        discriminator loss can be computed. Returns the video, the mask and whether it was an
+        image batch."""
         if video.ndim not in (4, 5):
             raise ValueError(
                 f"video: expected (b, c, f, h, w) or an image batch (b, c, h, w), got "
@@ -412,8 +336,14 @@ class CViViT(nn.Module):
                 f"video: expected (b, {self.channels}, f, {self.image_size[0]}, "
                 f"{self.image_size[1]}), got {tuple(video.shape)}"
             )
-        self._check_num_frames(f)
-        return video, is_image
+        self.geometry.check_num_frames(f)
+        if mask is not None:
+            mask = self.geometry.check_frame_mask(mask, video.shape[0], f)
+        if return_discr_loss and self.discr is None:
+            raise ValueError(
+                "return_discr_loss: this CViViT has no discriminator (use_vgg_and_gan=False)"
+            )
+        return video, mask, is_image
 
     def forward(
         self,
@@ -442,14 +372,7 @@ class CViViT(nn.Module):
         `w = |grad_L (MSE + perceptual)| / |grad_L GAN|` (clamped to 1e4) over the last layers `L`
         of both pixel heads. Without autograd (`torch.no_grad()`) the GAN term is left out.
         """
-        video, is_image = self._check_video(video, mask)
-        b, f = video.shape[0], video.shape[2]
-        if mask is not None:
-            mask = self._check_frame_mask(mask, b, f)
-        if return_discr_loss and self.discr is None:
-            raise ValueError(
-                "return_discr_loss: this CViViT has no discriminator (use_vgg_and_gan=False)"
-            )
+        video, mask, is_image = self._check_inputs(video, mask, return_discr_loss)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not return_discr_loss):
             recon, indices, aux_loss = self._autoencode(video, mask)
         if return_only_codebook_ids:
@@ -458,10 +381,36 @@ class CViViT(nn.Module):
         if return_recons_only:
             return returned
         if return_discr_loss:
-            loss = self._discriminator_loss(video, recon.detach(), mask, apply_grad_penalty)
+            assert self.discr is not None  # checked above
+            loss = discriminator_loss(
+                video,
+                recon.detach(),
+                mask,
+                discr=self.discr,
+                discr_loss=self.discr_loss,
+                discriminator_type=self.discriminator_type,
+                apply_grad_penalty=apply_grad_penalty,
+            )
         else:
-            loss = self._generator_loss(video, recon, mask, aux_loss)
+            loss = generator_loss(
+                video,
+                recon,
+                mask,
+                aux_loss,
+                discr=self.discr,
+                gen_loss=self.gen_loss,
+                perceptual=self.perceptual,
+                perceptual_weight=self.perceptual_weight,
+                discriminator_type=self.discriminator_type,
+                heads=self._last_layers(),
+            )
         return (loss, returned) if return_recons else loss
+
+    def _last_layers(self) -> list[Tensor]:
+        """The weights of both pixel heads' linear layers (the adaptive GAN weight's `L`)."""
+        return [
+            cast(Tensor, head[0].weight) for head in (self.to_pixels, self.to_pixels_first_frame)
+        ]
 
     def _autoencode(self, video: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         tokens = self.to_tokens(video)
@@ -473,62 +422,6 @@ class CViViT(nn.Module):
         quantized = rearrange(quantized, "b (t h w) d -> b t h w d", t=t, h=h, w=w)
         indices = rearrange(indices, "b (t h w) -> b t h w", t=t, h=h, w=w)
         return self.decode(quantized, bias), indices, aux_loss
-
-    def _judged(self, video: Tensor, recon: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """What the discriminator sees of the real and reconstructed clips: one random valid frame
-        per clip (frame discriminator), or the whole clips with invalid frames zeroed (video)."""
-        if self.discriminator_type == "frame":
-            real, index = pick_frames(video, mask)
-            fake = recon[torch.arange(recon.shape[0], device=recon.device), :, index]
-            return real, fake
-        if mask is None:
-            return video, recon
-        keep = rearrange(mask, "b f -> b 1 f 1 1").to(video.dtype)
-        return video * keep, recon * keep
-
-    def _reconstruction_loss(self, video: Tensor, recon: Tensor, mask: Tensor | None) -> Tensor:
-        if mask is None:
-            return F.mse_loss(recon, video)
-        error = (recon - video).pow(2).mean(dim=(1, 3, 4))  # (b, f)
-        return error[mask].mean()
-
-    def _generator_loss(
-        self, video: Tensor, recon: Tensor, mask: Tensor | None, aux_loss: Tensor
-    ) -> Tensor:
-        recon_loss = self._reconstruction_loss(video, recon, mask)
-        if self.discr is None:
-            return recon_loss + aux_loss
-        real, fake = self._judged(video, recon, mask)
-        nll = recon_loss
-        if self.perceptual is not None:
-            real_frames, fake_frames = real, fake
-            if self.discriminator_type == "video":  # the perceptual loss is per frame
-                real_frames, index = pick_frames(video, mask)
-                fake_frames = recon[torch.arange(recon.shape[0], device=recon.device), :, index]
-            nll = nll + self.perceptual_weight * self.perceptual(real_frames, fake_frames)
-        gen_loss = self.gen_loss(self.discr(fake))
-        if not (torch.is_grad_enabled() and gen_loss.requires_grad):
-            return nll + aux_loss
-        heads = [
-            cast(Tensor, head[0].weight) for head in (self.to_pixels, self.to_pixels_first_frame)
-        ]
-        weight = adaptive_weight(nll, gen_loss, heads)
-        return nll + aux_loss + weight * gen_loss
-
-    def _discriminator_loss(
-        self, video: Tensor, recon: Tensor, mask: Tensor | None, apply_grad_penalty: bool
-    ) -> Tensor:
-        assert self.discr is not None
-        real, fake = self._judged(video, recon, mask)
-        real = real.detach().requires_grad_(apply_grad_penalty)
-        # The penalty differentiates through the discriminator twice: its attention must run on
-        # SDPA's math kernel (the fused CPU and flash kernels have no double backward).
-        with sdpa_kernel(SDPBackend.MATH) if apply_grad_penalty else contextlib.nullcontext():
-            real_logits, fake_logits = self.discr(real), self.discr(fake.detach())
-        loss = self.discr_loss(fake_logits, real_logits)
-        if apply_grad_penalty:
-            loss = loss + gradient_penalty(real, real_logits)
-        return loss
 
     # ------------------------------------------------------------------ copies and files
 
