@@ -1,4 +1,7 @@
-"""Loading frozen Hugging Face text encoders: helpers shared by the model packages' `TextEncoder`s.
+"""Loading frozen Hugging Face text encoders: the helpers behind `mp_layers.text_encoder`.
+
+`mp_layers.text_encoder.TextEncoder` (subclassed by ``video_ddpm.text`` and ``phenaki.text``) is
+the encoder itself; these are the loading steps it (and anyone else) can use on their own.
 
 mp-layers does not require ``transformers``: it is imported only when a helper needs it, and a
 missing install raises an ``ImportError`` naming the extra to install.

@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mp_layers import text_encoder
 from mp_layers.text import target_device
+from mp_layers.text_encoder import TextEncoder as _TextEncoder
 from mp_layers.typecheck import typechecked
 
 __all__ = ["DEFAULT_MAX_LENGTH", "DEFAULT_T5_NAME", "TextEncoder"]
@@ -43,7 +43,7 @@ DEFAULT_T5_NAME = "google/t5-v1_1-base"
 DEFAULT_MAX_LENGTH = 256
 
 
-class TextEncoder(text_encoder.TextEncoder):
+class TextEncoder(_TextEncoder):
     """Frozen text encoder: ``texts -> (embeds (b, m, dim) float32, mask (b, m) bool)``.
 
     Args:

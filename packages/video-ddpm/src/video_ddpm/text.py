@@ -27,15 +27,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from mp_layers import text_encoder
 from mp_layers.text import default_text_encoder_path, target_device
 from mp_layers.text_encoder import POOLINGS as POOLINGS  # importable from here, as in 0.1.0
+from mp_layers.text_encoder import TextEncoder as _TextEncoder
 from mp_layers.typecheck import typechecked
 
 __all__ = ["TextEncoder", "default_text_encoder_path"]
 
 
-class TextEncoder(text_encoder.TextEncoder):
+class TextEncoder(_TextEncoder):
     """Frozen text encoder: ``texts -> (b, dim)`` float32 embeddings.
 
     Args:
