@@ -39,6 +39,7 @@ from huggingface_hub import ModelHubMixin, snapshot_download
 from torch import Tensor, nn
 
 from mp_layers.pretrained import atomic_write, load_state_checked, plain_state_dict, write_config
+from mp_layers.typecheck import typechecked
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "HubModel", "resolve_folder"]
 
@@ -50,6 +51,7 @@ _REGISTRY: dict[str, type[HubModel]] = {}
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
+@typechecked
 def resolve_folder(
     source: str | os.PathLike[str],
     *,

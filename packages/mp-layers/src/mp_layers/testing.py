@@ -10,11 +10,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from mp_layers.typecheck import typechecked
+
 __all__ = ["populate_hub_cache"]
 
 FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
+@typechecked
 def populate_hub_cache(cache: Path, repo_id: str, folder: Path) -> Path:
     """Copy `folder` into `cache` as the snapshot of `repo_id`'s `main`; returns the snapshot."""
     repo = Path(cache) / f"models--{repo_id.replace('/', '--')}"
