@@ -20,6 +20,7 @@ from video_ddpm.diffusion import (
     linear_beta_schedule,
     sigmoid_beta_schedule,
 )
+from video_ddpm.sampling import SAMPLER_FUNCTIONS, ddim_time_pairs, sample_ddim, sample_ddpm
 
 SIZE, FRAMES, CHANNELS = 8, 3, 3
 # the schedule's buffers are float32, so float64 conversions agree to float32 rounding, amplified
@@ -546,8 +547,8 @@ def test_sampling_is_deterministic_given_a_generator(sampler: str) -> None:
 
 def test_ddim_time_pairs() -> None:
     diffusion = make()
-    assert diffusion._ddim_time_pairs(3) == [(9, 5), (5, 2), (2, -1)]
-    assert diffusion._ddim_time_pairs(10) == [(t, t - 1) for t in range(9, -1, -1)]
+    assert ddim_time_pairs(diffusion.num_timesteps, 3) == [(9, 5), (5, 2), (2, -1)]
+    assert ddim_time_pairs(diffusion.num_timesteps, 10) == [(t, t - 1) for t in range(9, -1, -1)]
     net = StubNet()
     make(net).sample(batch_size=1, sampler="ddim", steps=3)
     assert [call["time"][0] for call in net.calls] == [9, 5, 2]
@@ -571,6 +572,50 @@ def test_ddim_eta1_sampling_matches_ddpm_sampling() -> None:
         batch_size=2, sampler="ddim", eta=1.0, generator=torch.Generator().manual_seed(5)
     )
     torch.testing.assert_close(ddim, ddpm, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cond", [None, "tensor", "text"])
+def test_sampler_functions_are_the_sample_methods(cond: str | None) -> None:
+    """sample_ddpm / sample_ddim give what GaussianDiffusion's sample methods give, bit for bit."""
+    net = StubNet(cond_dim=None if cond is None else 4)
+    diffusion = make(net, text_encoder=FakeTextEncoder(dim=4))
+    condition: Any = {None: None, "tensor": torch.randn(2, 4), "text": ["a", "bc"]}[cond]
+    shape = (2, CHANNELS, FRAMES, SIZE, SIZE)
+
+    def seeded() -> torch.Generator:
+        return torch.Generator().manual_seed(3)
+
+    ddpm = sample_ddpm(diffusion, shape, cond=condition, cond_scale=2.0, generator=seeded())
+    expected = diffusion.p_sample_loop(shape, condition, 2.0, generator=seeded())
+    torch.testing.assert_close(ddpm, expected, rtol=0, atol=0)
+    torch.testing.assert_close(
+        ddpm, diffusion.sample(condition, 2.0, 2, generator=seeded()), rtol=0, atol=0
+    )
+    options: dict[str, Any] = {"cond": condition, "cond_scale": 2.0, "steps": 3, "eta": 0.5}
+    ddim = sample_ddim(diffusion, shape, **options, generator=seeded())
+    expected = diffusion.ddim_sample(shape, condition, 2.0, 3, 0.5, seeded())
+    torch.testing.assert_close(ddim, expected, rtol=0, atol=0)
+    torch.testing.assert_close(
+        ddim,
+        diffusion.sample(condition, 2.0, 2, sampler="ddim", steps=3, eta=0.5, generator=seeded()),
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_sampler_functions_share_one_signature() -> None:
+    import inspect
+
+    signatures = {name: inspect.signature(fn) for name, fn in SAMPLER_FUNCTIONS.items()}
+    assert list(signatures) == ["ddpm", "ddim"]
+    assert signatures["ddpm"] == signatures["ddim"]
+    diffusion, shape = make(), (1, CHANNELS, FRAMES, SIZE, SIZE)
+    with pytest.raises(ValueError, match="use sampler='ddim' for fewer"):
+        sample_ddpm(diffusion, shape, steps=3)
+    with pytest.raises(ValueError, match="eta: applies to sampler='ddim' only"):
+        sample_ddpm(diffusion, shape, eta=0.5)
+    with pytest.raises(TypeError, match="diffusion"):
+        sample_ddim(StubNet(), shape)  # type: ignore[arg-type]
 
 
 def test_classifier_free_guidance_uses_the_null_branch() -> None:

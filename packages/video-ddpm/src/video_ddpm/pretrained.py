@@ -1,6 +1,6 @@
 """Save and load a `GaussianDiffusion` as safetensors + JSON, and convert reference checkpoints.
 
-A pretrained folder holds two files:
+A pretrained folder holds two files (the format is `video_ddpm.saving`'s):
 
 - `model.safetensors`: the `GaussianDiffusion` state dict (the network under `denoise_fn.`, plus
   the schedule buffers `betas`, `alphas_cumprod`, ...), weights only;
@@ -15,8 +15,6 @@ architecture from the tensor shapes and writes such a folder.
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
 import re
 from collections.abc import Mapping
@@ -24,23 +22,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from mp_layers.pretrained import atomic_write, load_state_checked, plain_state_dict, write_config
+from mp_layers.pretrained import load_state_checked
+from mp_layers.pretrained import write_config as write_config  # re-exported, as in 0.1.0
 from mp_layers.typecheck import typechecked
-from video_ddpm.diffusion import GaussianDiffusion, cosine_beta_schedule
+from video_ddpm.gaussian_diffusion import GaussianDiffusion
+from video_ddpm.saving import CONFIG_NAME as CONFIG_NAME
+from video_ddpm.saving import FORMAT as FORMAT
+from video_ddpm.saving import FORMAT_VERSION as FORMAT_VERSION
+from video_ddpm.saving import WEIGHTS_NAME as WEIGHTS_NAME
+from video_ddpm.saving import PathLike, build_from_config, read_folder, write_folder
+from video_ddpm.schedules import cosine_beta_schedule
 from video_ddpm.unet import Unet3D
 
 __all__ = ["convert_reference_checkpoint", "load_pretrained", "save_pretrained"]
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-FORMAT = "video-ddpm"
-FORMAT_VERSION = 1
 REFERENCE_KEYS = ("step", "model", "ema", "scaler")
-
-PathLike = str | os.PathLike[str]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,44 +55,7 @@ def save_pretrained(model: GaussianDiffusion, folder: PathLike) -> Path:
     passed as an object is not saved (a name or path given as `text_encoder` is, in the config).
     Returns the folder.
     """
-    net = model.denoise_fn
-    if not isinstance(net, Unet3D):
-        raise TypeError(
-            f"model.denoise_fn: expected a video_ddpm.Unet3D (its config is saved), "
-            f"got {type(net).__name__}"
-        )
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = plain_state_dict(model)
-    config = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "unet": net.config,
-        "diffusion": model.config,
-    }
-    atomic_write(
-        folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"})
-    )
-    write_config(folder / CONFIG_NAME, config)
-    return folder
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: expected a JSON config, got invalid JSON ({error})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        found = config.get("format") if isinstance(config, dict) else type(config).__name__
-        raise ValueError(f"{path}: expected a config with format {FORMAT!r}, got {found!r}")
-    if config.get("version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: expected config version {FORMAT_VERSION}, got {config.get('version')!r}"
-        )
-    missing = [key for key in ("unet", "diffusion") if not isinstance(config.get(key), dict)]
-    if missing:
-        raise ValueError(f"{path}: expected the sections {missing} (objects) in the config")
-    return config
+    return write_folder(model, folder)
 
 
 def model_from_config(config: dict[str, Any]) -> GaussianDiffusion:
@@ -102,22 +63,7 @@ def model_from_config(config: dict[str, Any]) -> GaussianDiffusion:
     `save_pretrained` and `video-ddpm train` write it). A text-conditional run's config also says
     `"cond": "text"` and names its encoder in `"text_encoder"` (None: the default offline
     all-MiniLM-L6-v2); that encoder is attached, to be loaded on first use."""
-    net = Unet3D.from_config(config["unet"])
-    diffusion = dict(config["diffusion"])
-    if config.get("cond") == "text" and diffusion.get("text_encoder") is None:
-        from video_ddpm.text import TextEncoder, default_text_encoder_path
-
-        name = config.get("text_encoder") or default_text_encoder_path()
-        pooling = "cls" if diffusion.get("text_use_bert_cls") else "mean"
-        diffusion["text_encoder"] = TextEncoder(name, pooling=pooling)
-    return GaussianDiffusion(net, **diffusion)
-
-
-def _build(config: dict[str, Any], source: Path) -> GaussianDiffusion:
-    try:
-        return model_from_config(config)
-    except (TypeError, ValueError) as error:  # beartype's violations are TypeErrors
-        raise ValueError(f"{source}: invalid config: {error}") from error
+    return build_from_config(GaussianDiffusion, config)
 
 
 @typechecked
@@ -130,17 +76,7 @@ def load_pretrained(
     config is not a video-ddpm config, or the weights do not fit it (the message lists the
     missing, unexpected and mis-shaped keys).
     """
-    folder = Path(folder)
-    missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / name).is_file()]
-    if missing:
-        raise ValueError(
-            f"{folder}: expected a save_pretrained folder with {CONFIG_NAME} and "
-            f"{WEIGHTS_NAME}, missing {missing}"
-        )
-    model = _build(_read_config(folder / CONFIG_NAME), folder / CONFIG_NAME)
-    state = load_file(folder / WEIGHTS_NAME, device="cpu")
-    load_state_checked(model, state, str(folder / WEIGHTS_NAME))
-    return model.to(map_location).eval()
+    return read_folder(GaussianDiffusion, folder, map_location=map_location)
 
 
 # ---------------------------------------------------------------------------------------------
