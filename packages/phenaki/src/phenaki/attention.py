@@ -92,19 +92,32 @@ class PEG(nn.Module):
         self.dsconv = nn.Conv3d(dim, dim, 3, groups=dim)
 
     def forward(self, x: Tensor, video_shape: VideoShape | None = None) -> Tensor:
-        if x.ndim == 5:
+        layout = self._check_inputs(x, video_shape)
+        if layout == "grid":
             return rearrange(
                 self._conv(rearrange(x, "b t h w d -> b d t h w")), "b d t h w -> b t h w d"
             )
+        assert video_shape is not None  # checked
+        b, t, h, w = video_shape
+        if layout == "per-location":  # one sequence per spatial location
+            grid = rearrange(x, "(b h w) t d -> b d t h w", b=b, h=h, w=w)
+            return rearrange(self._conv(grid), "b d t h w -> (b h w) t d")
+        grid = rearrange(x, "b (t h w) d -> b d t h w", t=t, h=h, w=w)  # whole videos
+        return rearrange(self._conv(grid), "b d t h w -> b (t h w) d")
+
+    @staticmethod
+    def _check_inputs(x: Tensor, video_shape: VideoShape | None) -> str:
+        """The layout of `x`: "grid" `(b, t, h, w, d)`, "per-location" `(b h w, t, d)` or
+        "videos" `(b, t h w, d)` (the last two need `video_shape`)."""
+        if x.ndim == 5:
+            return "grid"
         if video_shape is None:
             raise ValueError(f"PEG: tokens of shape {tuple(x.shape)} need video_shape=(b, t, h, w)")
         b, t, h, w = video_shape
-        if x.shape[:2] == (b * h * w, t):  # one sequence per spatial location
-            grid = rearrange(x, "(b h w) t d -> b d t h w", b=b, h=h, w=w)
-            return rearrange(self._conv(grid), "b d t h w -> (b h w) t d")
-        if x.shape[:2] == (b, t * h * w):  # whole videos
-            grid = rearrange(x, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
-            return rearrange(self._conv(grid), "b d t h w -> b (t h w) d")
+        if x.shape[:2] == (b * h * w, t):
+            return "per-location"
+        if x.shape[:2] == (b, t * h * w):
+            return "videos"
         raise ValueError(
             f"PEG: expected tokens of shape ({b}, {t * h * w}, d) or ({b * h * w}, {t}, d) for "
             f"video_shape {video_shape}, got {tuple(x.shape)}"
@@ -288,12 +301,8 @@ class Attention(nn.Module):
         context: Tensor | None = None,
         attn_bias: Tensor | None = None,
     ) -> Tensor:
+        self._check_inputs(x, mask, context)
         batch, n = x.shape[:2]
-        if context is not None and not self.is_cross_attention:
-            raise ValueError(
-                "Attention: got a context, but this attention was built for self-attention "
-                "(dim_context=None); pass dim_context to build a cross-attention"
-            )
         x = self.norm(x)
         if context is None and self.null_kv is None:
             # self-attention: q, k and v in one product, q and k normalised in one pass
@@ -319,6 +328,21 @@ class Attention(nn.Module):
         out = attend(q, k, v, additive, scale=self.scale, dropout_p=dropout)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
+    def _check_inputs(self, x: Tensor, mask: Tensor | None, context: Tensor | None) -> None:
+        """A context only for a cross-attention; a key mask `(b, j)` over the `j` keys (the
+        tokens, or the context)."""
+        if context is not None and not self.is_cross_attention:
+            raise ValueError(
+                "Attention: got a context, but this attention was built for self-attention "
+                "(dim_context=None); pass dim_context to build a cross-attention"
+            )
+        keys = (x if context is None else context).shape[1]
+        if mask is not None and mask.shape != (x.shape[0], keys):
+            raise ValueError(
+                f"Attention: expected a key mask of shape {(x.shape[0], keys)}, got "
+                f"{tuple(mask.shape)}"
+            )
+
     def _additive_mask(
         self,
         batch: int,
@@ -338,11 +362,6 @@ class Attention(nn.Module):
             causal = F.pad(self._causal_bias(i, j - nulls, device), (nulls, 0), value=0.0)
             total = causal if total is None else total + causal
         if mask is not None:
-            if mask.shape != (batch, j - nulls):
-                raise ValueError(
-                    f"Attention: expected a key mask of shape {(batch, j - nulls)}, got "
-                    f"{tuple(mask.shape)}"
-                )
             keep = rearrange(F.pad(mask.bool(), (nulls, 0), value=True), "b j -> b 1 1 j")
             base = torch.zeros((), device=device) if total is None else total
             total = base.masked_fill(~keep, _masked_value(torch.float32))

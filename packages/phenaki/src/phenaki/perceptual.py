@@ -158,6 +158,14 @@ class PerceptualLoss:
 
     @typechecked
     def __call__(self, real: Tensor, fake: Tensor) -> Tensor:
+        self._check_inputs(real, fake)
+        network, dtype = self._place(fake.device, fake.dtype)
+        with torch.no_grad():
+            real_features = network(self._prepare(real.to(fake.device), dtype))
+        fake_features = network(self._prepare(fake, dtype))
+        return F.mse_loss(fake_features.float(), real_features.float())
+
+    def _check_inputs(self, real: Tensor, fake: Tensor) -> None:
         if real.ndim != 4 or real.shape != fake.shape:
             raise ValueError(
                 "PerceptualLoss: expected real and fake images of one shape (b, c, h, w), got "
@@ -169,11 +177,6 @@ class PerceptualLoss:
                 "PerceptualLoss: expected 1 or 3 channels for ImageNet normalisation, got "
                 f"{channels}"
             )
-        network, dtype = self._place(fake.device, fake.dtype)
-        with torch.no_grad():
-            real_features = network(self._prepare(real.to(fake.device), dtype))
-        fake_features = network(self._prepare(fake, dtype))
-        return F.mse_loss(fake_features.float(), real_features.float())
 
     def __repr__(self) -> str:
         state = type(self._network).__name__ if self._network is not None else "VGG16, not loaded"
