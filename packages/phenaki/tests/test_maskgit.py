@@ -451,3 +451,20 @@ def test_wrong_types_are_type_errors() -> None:
         model(ids(), video_patch_shape=GRID, cond_drop_prob="0.5")
     with pytest.raises(TypeError):
         model(ids(), video_patch_shape=[2, 2, 3])
+
+
+def test_maskgit_and_token_critic_share_the_trunk_and_its_state_dict_keys() -> None:
+    """One trunk (`phenaki.token_transformer`) under both models; the keys are 0.1.0's."""
+    from phenaki.token_transformer import TokenTransformer
+
+    def prefixes(model: torch.nn.Module) -> list[str]:
+        return list(dict.fromkeys(key.split(".")[0] for key in model.state_dict()))
+
+    maskgit, critic = make_maskgit(), make_critic()
+    assert isinstance(maskgit, TokenTransformer)
+    assert isinstance(critic, TokenTransformer)
+    trunk = ["token_emb", "pos_emb", "transformer", "to_logits"]
+    assert prefixes(maskgit) == ["token_emb", "pos_emb", "continuous_pos_bias", *trunk[2:]]
+    assert prefixes(critic) == trunk
+    assert "to_logits.bias" not in maskgit.state_dict()
+    assert critic.state_dict()["to_logits.bias"].shape == (1,)
