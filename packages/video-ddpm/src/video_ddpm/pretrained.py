@@ -24,8 +24,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mp_layers.pretrained import atomic_write as atomic_write  # re-exported, as in 0.1.0
 from mp_layers.pretrained import load_state_checked
-from mp_layers.pretrained import write_config as write_config  # re-exported, as in 0.1.0
+from mp_layers.pretrained import plain_state_dict as plain_state_dict  # re-exported
+from mp_layers.pretrained import write_config as write_config  # re-exported
 from mp_layers.typecheck import typechecked
 from video_ddpm.gaussian_diffusion import GaussianDiffusion
 from video_ddpm.saving import CONFIG_NAME as CONFIG_NAME

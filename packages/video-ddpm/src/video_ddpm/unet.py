@@ -235,7 +235,13 @@ class Unet3D(nn.Module):
         time: torch.Tensor,
         cond: torch.Tensor | None,
         focus_present_mask: torch.Tensor | None,
+        *,
+        null_cond_prob: float = 0.0,
+        prob_focus_present: float = 0.0,
     ) -> None:
+        """The checks of `forward`: x `(b, channels, f, h, w)` float with h, w divisible by
+        `downsample_factor`, time `(b,)`, cond `(b, cond_dim)` exactly when conditional, a bool
+        `(b,)` focus mask, probabilities in [0, 1]."""
         if x.ndim != 5 or x.shape[1] != self.channels or not x.is_floating_point():
             raise ValueError(
                 f"x: expected a float video (b, {self.channels}, frames, height, width), "
@@ -268,6 +274,12 @@ class Unet3D(nn.Module):
                 f"focus_present_mask: expected a bool tensor of shape ({b},), "
                 f"got {focus_present_mask.dtype} {tuple(focus_present_mask.shape)}"
             )
+        for name, prob in (
+            ("null_cond_prob", null_cond_prob),
+            ("prob_focus_present", prob_focus_present),
+        ):
+            if not 0.0 <= prob <= 1.0:
+                raise ValueError(f"{name}: expected a probability in [0, 1], got {prob}")
 
     # ------------------------------------------------------------------ forward
 
@@ -281,13 +293,14 @@ class Unet3D(nn.Module):
         prob_focus_present: float = 0.0,
     ) -> torch.Tensor:
         """Predict the diffusion target of `x` `(b, c, f, h, w)` at steps `time` `(b,)`."""
-        self._check_inputs(x, time, cond, focus_present_mask)
-        for name, prob in (
-            ("null_cond_prob", null_cond_prob),
-            ("prob_focus_present", prob_focus_present),
-        ):
-            if not 0.0 <= prob <= 1.0:
-                raise ValueError(f"{name}: expected a probability in [0, 1], got {prob}")
+        self._check_inputs(
+            x,
+            time,
+            cond,
+            focus_present_mask,
+            null_cond_prob=null_cond_prob,
+            prob_focus_present=prob_focus_present,
+        )
         b = x.shape[0]
         if focus_present_mask is None and prob_focus_present > 0:
             focus_present_mask = torch.rand(b, device=x.device) < prob_focus_present
