@@ -18,15 +18,10 @@ from typing import Any
 from phenaki.workflows.generate import SampleConfig, StoryConfig, sample_clips, tell_story
 from phenaki.workflows.text_to_video import DEFAULT_PROMPTS as DEFAULT_PROMPTS
 from phenaki.workflows.text_to_video import RUN_FOLDER as RUN_FOLDER
-from phenaki.workflows.text_to_video import (
-    PhenakiTrainConfig,
-    TokenizedClips,
-    prompt_indices,
-    sample_sheet,
-    train_phenaki_run,
-)
-
-__all__ = ["TokenizedClips", "prompt_indices", "sample", "sample_sheet", "story", "train"]
+from phenaki.workflows.text_to_video import PhenakiTrainConfig, train_phenaki_run
+from phenaki.workflows.text_to_video import TokenizedClips as TokenizedClips
+from phenaki.workflows.text_to_video import prompt_indices as prompt_indices
+from phenaki.workflows.text_to_video import sample_sheet as sample_sheet
 
 DEFAULTS = PhenakiTrainConfig()
 

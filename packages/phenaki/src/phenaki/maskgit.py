@@ -47,6 +47,7 @@ from phenaki.masking import (
     mask_schedule,
 )
 from phenaki.token_critic import TokenCritic
+from phenaki.token_transformer import PatchShape as PatchShape
 from phenaki.token_transformer import (
     TokenTransformer,
     check_scalars,
