@@ -8,34 +8,45 @@ reference implementation. Needs the `[train]` extra (mp_layers.training, mp_laye
 
 A run folder holds `config.json` (network, diffusion, conditioning), `checkpoints/`,
 `metrics.csv`, `loss.png` and `samples.gif` (one row per prompt or class).
+
+This module only turns flags into settings (`video_ddpm.demo.TrainSettings`, `SampleSettings`)
+and calls the demo's steps (`video_ddpm.demo`: build the data and the model, fit, evaluate,
+report) or `convert_reference_checkpoint`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from video_ddpm.diffusion import GaussianDiffusion
-from video_ddpm.pretrained import FORMAT, FORMAT_VERSION, model_from_config, write_config
-from video_ddpm.unet import Unet3D
-
-CONFIG_FILE = "config.json"
-CONDITIONS = ("none", "class", "text")
-SAMPLERS = ("ddpm", "ddim")
-# One prompt per colour for the final samples of a MovingShapes run (rows of samples.gif).
-DEFAULT_PROMPTS = (
-    "a red circle moving right",
-    "a green square moving left",
-    "a blue triangle moving down",
-    "a yellow circle moving up",
+from mp_layers.pretrained import write_config as write_config  # importable here, as in 0.1.0
+from video_ddpm.demo import (
+    CONDITIONS,
+    SampleSettings,
+    TrainSettings,
+    build_data,
+    build_model,
+    evaluate,
+    fit,
+    load_run_model,
+    make_run_config,
+    report_sampling,
+    report_training,
+    sampling_model,
+    write_run_config,
 )
+from video_ddpm.demo import CONFIG_FILE as CONFIG_FILE
+from video_ddpm.demo import DEFAULT_PROMPTS as DEFAULT_PROMPTS
+from video_ddpm.demo import sample_sheet as sample_sheet
+from video_ddpm.gaussian_diffusion import GaussianDiffusion as GaussianDiffusion
+from video_ddpm.pretrained import model_from_config as model_from_config
+from video_ddpm.sampling import SAMPLERS
+from video_ddpm.saving import FORMAT as FORMAT
+from video_ddpm.saving import FORMAT_VERSION as FORMAT_VERSION
+from video_ddpm.unet import Unet3D as Unet3D
 
 # The default run: a text-conditional model on 16x16, 8-frame MovingShapes with all-MiniLM-L6-v2
 # captions, sized to train on a 2-core CPU within 10 minutes (README: measured time, accuracy).
@@ -52,6 +63,10 @@ DEFAULTS: dict[str, Any] = {
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+# ---------------------------------------------------------------------------------------------
+# train
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -92,169 +107,49 @@ def _train_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _make_text_encoder(name: str | None, *, use_cls: bool) -> Any:
-    from video_ddpm.text import TextEncoder, default_text_encoder_path
-
-    return TextEncoder(name or default_text_encoder_path(), pooling="cls" if use_cls else "mean")
-
-
-def _index_named(text: str, names: Sequence[str]) -> int:
-    """Index of the first of `names` that is a word of `text`, or -1."""
-    words = text.split()
-    return next((i for i, name in enumerate(names) if name in words), -1)
-
-
-def _rows(
-    config: dict[str, Any], prompts: str | None, per_row: int
-) -> tuple[Any, list[int], list[int]]:
-    """The conditioning of the sample sheet, and the colour and shape asked for by each sample
-    (-1: not asked): text prompts (default: one per palette colour), every class, or nothing."""
-    from mp_layers.video import COLOR_NAMES, SHAPE_NAMES
-
-    cond = config.get("cond", "none")
-    if cond == "text":
-        texts = [p.strip() for p in prompts.split("|")] if prompts else list(DEFAULT_PROMPTS)
-        texts = [t for t in texts for _ in range(per_row)]
-        colours = [_index_named(t, COLOR_NAMES) for t in texts]
-        return texts, colours, [_index_named(t, SHAPE_NAMES) for t in texts]
-    if cond == "class":
-        classes = config["unet"]["cond_dim"]
-        labels = torch.arange(classes).repeat_interleave(per_row)
-        one_hot = torch.nn.functional.one_hot(labels, classes).float()
-        return one_hot, labels.tolist(), [-1] * len(labels)
-    return None, [-1] * per_row, [-1] * per_row
-
-
-def sample_sheet(
-    model: GaussianDiffusion,
-    config: dict[str, Any],
-    path: Path,
-    *,
-    prompts: str | None = None,
-    per_row: int = 4,
-    sampler: str = "ddim",
-    steps: int | None = 50,
-    guidance: float = 1.0,
-    frames: int | None = None,
-    seed: int = 0,
-    fps: int = 8,
-) -> tuple[dict[str, float | None], str] | None:
-    """Sample one row per prompt / class, write the sheet to `path` (.gif or .mp4) and return
-    `mp_layers.video.sample_quality_report` of the samples (colour accuracy when every sample
-    asked for a palette colour, shape accuracy when every one named a shape), or None for clips
-    that are not RGB or grey."""
-    from mp_layers.training import write_sample_sheet
-    from mp_layers.video import sample_quality_report
-
-    cond, colours, shapes = _rows(config, prompts, per_row)
-    device = next(model.parameters()).device
-    if isinstance(cond, torch.Tensor):
-        cond = cond.to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    videos = model.sample(
-        cond,
-        cond_scale=guidance,
-        batch_size=len(colours),
-        sampler=sampler,
-        steps=steps,
-        num_frames=frames,
-        generator=generator,
-    ).cpu()
-    write_sample_sheet(videos, path, fps=fps, nrow=per_row)
-    if videos.shape[1] not in (1, 3):
-        return None
-    return sample_quality_report(
-        videos,
-        labels=colours if min(colours) >= 0 else None,
-        shapes=shapes if min(shapes) >= 0 else None,
+def _train_settings(args: argparse.Namespace) -> TrainSettings:
+    num_classes = None
+    if args.cond == "class":
+        num_classes = args.num_classes if args.num_classes is not None else 4
+    return TrainSettings(
+        out=args.out,
+        data=args.data,
+        seed=args.seed,
+        cond=args.cond,
+        num_classes=num_classes,
+        text_encoder=args.text_encoder,
+        text_use_cls=args.text_use_cls,
+        image_size=args.image_size,
+        frames=args.frames,
+        num_videos=args.num_videos,
+        dim=args.dim,
+        dim_mults=_ints(args.dim_mults),
+        attn_heads=args.attn_heads,
+        attn_dim_head=args.attn_dim_head,
+        norm=args.norm,
+        linear_attn=not args.no_linear_attn,
+        timesteps=args.timesteps,
+        beta_schedule=args.beta_schedule,
+        objective=args.objective,
+        loss_type=args.loss_type,
+        cond_drop_prob=args.cond_drop_prob,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
     )
-
-
-def _loss_fn(cond: str, num_classes: int | None) -> Any:
-    def loss_fn(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        videos = batch["video"]
-        if cond == "text":
-            loss: torch.Tensor = model(videos, cond=list(batch["text"]))
-        elif cond == "class":
-            labels = batch["label"]
-            if bool((labels < 0).any()):
-                raise ValueError(
-                    "--cond class: expected labelled data (MovingShapes), got label -1"
-                )
-            one_hot = torch.nn.functional.one_hot(labels, num_classes or 0).to(videos.dtype)
-            loss = model(videos, cond=one_hot)
-        else:
-            loss = model(videos)
-        return loss
-
-    return loss_fn
 
 
 def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """`video-ddpm train`: returns a summary dict (also printed)."""
-    from mp_layers.training import (
-        Trainer,
-        load_model_weights,
-        make_dataset,
-        parse_train_args,
-        print_fit,
-        timed_fit,
-        trainer_config_from_args,
-    )
-    from mp_layers.video import collate_videos
+    from mp_layers.training import parse_train_args, trainer_config_from_args
 
     args = parse_train_args(argv, parser=_train_parser())
+    settings = _train_settings(args)
     out = Path(args.out)
-    synthetic = args.data == "synthetic"
-    num_classes = None
-    if args.cond == "class":
-        num_classes = args.num_classes if args.num_classes is not None else 4
-    dataset = make_dataset(
-        args.data,
-        image_size=args.image_size,
-        num_frames=args.frames,
-        **({"num_videos": args.num_videos, "seed": args.seed} if synthetic else {}),
-    )
-    encoder = None
-    cond_dim = num_classes
-    if args.cond == "text":
-        encoder = _make_text_encoder(args.text_encoder, use_cls=args.text_use_cls)
-        cond_dim = encoder.dim  # reads the encoder's config only, not its weights
-    torch.manual_seed(args.seed)
-    net = Unet3D(
-        dim=args.dim,
-        cond_dim=cond_dim,
-        dim_mults=_ints(args.dim_mults),
-        channels=3,
-        attn_heads=args.attn_heads,
-        attn_dim_head=args.attn_dim_head,
-        use_sparse_linear_attn=not args.no_linear_attn,
-        norm=args.norm,
-    )
-    model = GaussianDiffusion(
-        net,
-        image_size=args.image_size,
-        num_frames=args.frames,
-        text_use_bert_cls=args.text_use_cls,
-        timesteps=args.timesteps,
-        loss_type=args.loss_type,
-        beta_schedule=args.beta_schedule,
-        objective=args.objective,
-        cond_drop_prob=args.cond_drop_prob,
-        text_encoder=encoder,
-    )
-    run_config: dict[str, Any] = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "unet": net.config,
-        "diffusion": {k: v for k, v in model.config.items() if k != "text_encoder"},
-        "cond": args.cond,
-        "text_encoder": args.text_encoder,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(out / CONFIG_FILE, run_config)
-
-    config = trainer_config_from_args(
+    data = build_data(settings)
+    model = build_model(settings)
+    run_config = make_run_config(model, settings)
+    write_run_config(out, run_config)
+    trainer_config = trainer_config_from_args(
         args,
         ema_beta=args.ema_beta,
         ema_update_after_step=0,
@@ -262,30 +157,17 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
         progress_bar=not args.no_progress,
         sample_every=0,
     )
-    warmup = max(args.warmup_steps, 1)
-    trainer = Trainer(
-        model=model,
-        data=dataset,
-        optimizer_factory=partial(torch.optim.Adam, lr=args.lr),
-        config=config,
-        loss_fn=_loss_fn(args.cond, num_classes),
-        lr_lambda=lambda step: min(1.0, (step + 1) / warmup),
-        collate_fn=collate_videos,
-    )
-    result, summary = timed_fit(trainer, args.resume)
+    trainer, result, summary = fit(model, data, settings, trainer_config, resume=args.resume)
     if not trainer.accelerator.is_main_process:
         return summary
-    sampler = GaussianDiffusion(
-        Unet3D.from_config(net.config), **run_config["diffusion"], text_encoder=encoder
-    )  # the loaded encoder and its cache are reused
-    assert result.checkpoint is not None
-    load_model_weights(sampler, result.checkpoint, ema=True)
-    sampler.to(trainer.accelerator.device).eval()
-    start = time.perf_counter()
-    report = sample_sheet(
-        sampler,
+    assert result.checkpoint is not None  # fit ends with a checkpoint
+    sampler = sampling_model(
         run_config,
-        out / "samples.gif",
+        result.checkpoint,
+        text_encoder=model.text_encoder,  # the loaded encoder and its cache are reused
+        device=trainer.accelerator.device,
+    )
+    sampling = SampleSettings(
         prompts=args.prompts,
         per_row=args.num_per_row,
         sampler=args.sampler,
@@ -293,35 +175,12 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
         guidance=args.guidance,
         seed=args.seed,
     )
-    summary.update(
-        checkpoint=str(result.checkpoint),
-        samples=str(out / "samples.gif"),
-        loss_plot=str(out / "loss.png"),
-        sample_seconds=round(time.perf_counter() - start, 1),
-        final_loss=result.losses[-1] if result.losses else None,
-    )
-    print_fit(result, summary, out)
-    print(
-        f"samples: {out / 'samples.gif'} (one row per prompt/class), loss plot: {out / 'loss.png'}"
-    )
-    _print_report(report, summary)
-    return summary
+    report, seconds = evaluate(sampler, run_config, out / "samples.gif", sampling)
+    return report_training(result, summary, out, report=report, sample_seconds=seconds)
 
 
-def _print_report(
-    report: tuple[dict[str, float | None], str] | None, summary: dict[str, Any]
-) -> None:
-    """Print the quality line (and the colour accuracy) of a sample sheet into `summary`."""
-    if report is None:
-        return
-    figures, line = report
-    summary["quality"] = figures
-    print(line)
-    if figures.get("colour") is not None:
-        summary["color_accuracy"] = figures["colour"]
-        print(
-            f"colour accuracy of the samples against their prompt's colour: {figures['colour']:.1%}"
-        )
+# ---------------------------------------------------------------------------------------------
+# sample
 
 
 def _sample_parser() -> argparse.ArgumentParser:
@@ -345,22 +204,12 @@ def _sample_parser() -> argparse.ArgumentParser:
 
 def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """`video-ddpm sample`: returns a summary dict (also printed)."""
-    from mp_layers.training import find_run_config, load_model_weights, resolve_checkpoint
-
     args = _sample_parser().parse_args(argv)
-    checkpoint = resolve_checkpoint(args.checkpoint)
-    _, config = find_run_config(checkpoint, CONFIG_FILE)
-    model = model_from_config(config)
-    load_model_weights(model, checkpoint, ema=not args.no_ema)
-    model.eval()
+    model, checkpoint, config = load_run_model(args.checkpoint, ema=not args.no_ema)
     steps = args.sample_steps
     if steps is None and args.sampler == "ddim":
         steps = 50
-    out = Path(args.out)
-    report = sample_sheet(
-        model,
-        config,
-        out,
+    sampling = SampleSettings(
         prompts=args.prompts,
         per_row=args.num_per_row,
         sampler=args.sampler,
@@ -370,10 +219,13 @@ def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
         seed=args.seed,
         fps=args.fps,
     )
-    print(f"wrote {out} from {checkpoint}")
-    summary: dict[str, Any] = {"out": str(out), "checkpoint": str(checkpoint)}
-    _print_report(report, summary)
-    return summary
+    out = Path(args.out)
+    report, _ = evaluate(model, config, out, sampling)
+    return report_sampling(out, checkpoint, report)
+
+
+# ---------------------------------------------------------------------------------------------
+# convert and the entry point
 
 
 def _convert(argv: Sequence[str] | None) -> dict[str, Any]:
