@@ -8,13 +8,9 @@ the `[train]` extra.
 
 from importlib.metadata import version as _version
 
-from video_ddpm.diffusion import (
-    GaussianDiffusion,
-    cosine_beta_schedule,
-    linear_beta_schedule,
-    sigmoid_beta_schedule,
-)
+from video_ddpm.gaussian_diffusion import GaussianDiffusion
 from video_ddpm.pretrained import convert_reference_checkpoint, load_pretrained, save_pretrained
+from video_ddpm.schedules import cosine_beta_schedule, linear_beta_schedule, sigmoid_beta_schedule
 from video_ddpm.text import TextEncoder, default_text_encoder_path
 from video_ddpm.unet import Unet3D
 
