@@ -41,6 +41,8 @@ def _columns(run: Run) -> list[tuple[Column, str]]:
     """The spec's columns, each peak-memory column followed by its CUDA one where measured."""
     out = []
     for column in run.columns:
+        if column.memory and not run.args.rounds:
+            continue  # `--rounds 0`: no memory measured
         out.append((column, RSS if column.memory else TIME))
         if column.memory and any(kind == column.key for _, kind in run.cuda_peaks):
             title = column.title.replace("memory", "CUDA memory", 1)
@@ -149,5 +151,6 @@ def write_json(run: Run, path: Path) -> None:
     }
     if run.has_reference:
         data["speedup"] = {c.key: ratio(run, c) for c in run.columns if not c.memory}
-        data["memory_ratio"] = {c.key: ratio(run, c, RSS) for c in run.columns if c.memory}
+        memory = [c for c, source in _columns(run) if source == RSS]
+        data["memory_ratio"] = {c.key: ratio(run, c, RSS) for c in memory}
     path.write_text(json.dumps(data, indent=2) + "\n")

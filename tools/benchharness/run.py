@@ -116,8 +116,8 @@ class Run:
 def main(bench: Bench, argv: list[str] | None = None) -> Run:
     """Parse the command line, run the benchmark, print its header, table and notes."""
     run = Run(bench, parse(bench, argv))
-    run.start()
     try:
+        run.start()
         run.time_modes()
         if bench.after_timing is not None:
             bench.after_timing(run)
