@@ -3,8 +3,6 @@ truncation, devices, cache, injection, copies, errors (tiny random BERT and T5 i
 
 from __future__ import annotations
 
-import io
-import json
 import shutil
 import types
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from mp_layers.testing import save_tiny_bert, save_tiny_t5
 from mp_layers.text_encoder import MissingDimError, TextEncoder
 
 transformers = pytest.importorskip("transformers")
@@ -42,65 +41,16 @@ _SENTENCES = [  # every lowercase letter appears: any lowercase caption tokenize
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random ``BertModel`` (hidden 32, 2 layers, 64 positions; the tokenizer sets no
     limit, so the 64 positions are the real one) and its tokenizer, saved with save_pretrained."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    (folder / "vocab.txt").write_text("\n".join(_VOCAB) + "\n", encoding="utf-8")
-    # Positional: transformers 5 silently ignores `vocab_file=` (an empty vocabulary).
-    tokenizer = transformers.BertTokenizerFast(str(folder / "vocab.txt"), do_lower_case=True)
-    assert tokenizer.tokenize("the cat runs") == ["the", "cat", "runs"]
-    config = transformers.BertConfig(
-        vocab_size=len(_VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        transformers.BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), _VOCAB)
 
 
 @pytest.fixture(scope="module")
 def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder laid out like ``google/t5-v1_1-base``: a tiny random ``T5ForConditionalGeneration``
     (d_model 16, no position limit) and only a SentencePiece model trained here on a few lines."""
-    spm = pytest.importorskip("sentencepiece")
+    pytest.importorskip("sentencepiece")
     pytest.importorskip("google.protobuf")  # transformers 5 parses spiece.model with protobuf
-    folder = tmp_path_factory.mktemp("tiny-t5")
-    model_bytes = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_SENTENCES * 4),
-        model_writer=model_bytes,
-        vocab_size=48,
-        model_type="unigram",
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
-        hard_vocab_limit=False,
-        num_threads=1,
-        minloglevel=2,
-    )
-    (folder / "spiece.model").write_bytes(model_bytes.getvalue())
-    tokenizer_config = {"tokenizer_class": "T5Tokenizer", "extra_ids": 0}
-    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config), encoding="utf-8")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    config = transformers.T5Config(
-        vocab_size=len(tokenizer),
-        d_model=16,
-        num_layers=1,
-        num_heads=2,
-        d_kv=8,
-        d_ff=32,
-        feed_forward_proj="gated-gelu",
-        decoder_start_token_id=0,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        transformers.T5ForConditionalGeneration(config).save_pretrained(folder)
-    return folder
+    return save_tiny_t5(tmp_path_factory.mktemp("tiny-t5"), _SENTENCES)
 
 
 @pytest.fixture(autouse=True)

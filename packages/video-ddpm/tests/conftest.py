@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mp_layers.testing import save_tiny_bert
+
 # ~100 wordpieces: specials, letters (and their continuations, so any lowercase ASCII word
 # tokenizes), punctuation and a few caption words.
 _SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -32,26 +34,5 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     positions are the real limit. Load it with ``transformers.AutoModel``/``AutoTokenizer`` or
     ``video_ddpm.text.TextEncoder(path)``; fully offline.
     """
-    transformers = pytest.importorskip("transformers")
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(TINY_BERT_VOCAB) + "\n", encoding="utf-8")
-    # Positional: transformers 4 names it `vocab_file`, 5 names it `vocab` (and silently ignores
-    # `vocab_file=`, leaving an empty vocabulary).
-    tokenizer = transformers.BertTokenizerFast(str(vocab), do_lower_case=True)
-    if tokenizer.tokenize("the cat runs") != ["the", "cat", "runs"]:
-        raise RuntimeError("tiny BERT tokenizer did not load its vocab.txt")
-    config = transformers.BertConfig(
-        vocab_size=len(TINY_BERT_VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = transformers.BertModel(config)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    pytest.importorskip("transformers")
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), list(TINY_BERT_VOCAB))
