@@ -1,19 +1,32 @@
-"""Model, noise-scheduler and sampling helpers of the `lumiere-video` demo (extra `[train]`).
+"""Noise schedules, the denoising loss and DDIM sampling of the `lumiere-video` demo.
 
-The demo's base model is a small class-conditional diffusers `UNet2DModel` (class = the
-`MovingShapes` colour) trained on single frames with a diffusers `DDPMScheduler`; the same noise
-schedule trains the temporal layers of the inflated model on clips, and a `DDIMScheduler` built
-from that schedule samples both. Images are in [-1, 1] inside the diffusion, [0, 1] outside.
+The demo's base model (`lumiere.demo.models`) is trained on single frames with a diffusers
+`DDPMScheduler`; the same noise schedule trains the temporal layers of the inflated model on
+clips, and a `DDIMScheduler` built from that schedule samples both. Images are in [-1, 1] inside
+the diffusion, [0, 1] outside.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
+
+__all__ = [
+    "PREDICTION_TYPES",
+    "class_labels",
+    "ddim_sample",
+    "ddim_scheduler",
+    "diffusion_loss",
+    "frames_as_images",
+    "make_noise_scheduler",
+    "model_output",
+    "sample_frames_independently",
+    "video_noise",
+]
 
 # What the DDIM sampler takes over from the training scheduler's configuration (the schedule and
 # the parameterisation); the rest (spacing, clipping) is the sampler's own.
@@ -25,50 +38,6 @@ _SCHEDULE_KEYS = (
     "prediction_type",
 )
 PREDICTION_TYPES = ("epsilon", "v_prediction")
-
-
-def base_unet_config(
-    *,
-    image_size: int,
-    block_out_channels: Sequence[int] = (32, 64, 64),
-    layers_per_block: int = 1,
-    num_classes: int = 4,
-    attention_head_dim: int = 16,
-    norm_num_groups: int = 8,
-) -> dict[str, Any]:
-    """The `UNet2DModel` configuration of the demo's base model: RGB frames `(b, 3, s, s)`, one
-    level per entry of `block_out_channels` (each but the last halves the resolution), self-attention
-    only at the coarsest level (and in the middle block), `num_classes` class embeddings."""
-    levels = len(block_out_channels)
-    if levels < 1:
-        raise ValueError(
-            f"block_out_channels: expected at least one level, got {block_out_channels}"
-        )
-    if image_size % 2 ** (levels - 1):
-        raise ValueError(
-            f"image_size: expected a multiple of {2 ** (levels - 1)} for {levels} levels, "
-            f"got {image_size}"
-        )
-    for width in block_out_channels:
-        if width % norm_num_groups or width % attention_head_dim:
-            raise ValueError(
-                f"block_out_channels: expected multiples of {norm_num_groups} (group norm) and "
-                f"{attention_head_dim} (attention heads), got {tuple(block_out_channels)}"
-            )
-    down = ["DownBlock2D"] * (levels - 1) + ["AttnDownBlock2D"]
-    up = ["AttnUpBlock2D"] + ["UpBlock2D"] * (levels - 1)
-    return {
-        "sample_size": image_size,
-        "in_channels": 3,
-        "out_channels": 3,
-        "block_out_channels": tuple(block_out_channels),
-        "layers_per_block": layers_per_block,
-        "down_block_types": tuple(down),
-        "up_block_types": tuple(up),
-        "norm_num_groups": norm_num_groups,
-        "attention_head_dim": attention_head_dim,
-        "num_class_embeds": num_classes,
-    }
 
 
 def make_noise_scheduler(
@@ -189,23 +158,6 @@ def sample_frames_independently(
         progress=progress,
     )
     return rearrange(images, "(b t) c h w -> b c t h w", t=frames)
-
-
-def default_module_names(unet: nn.Module) -> tuple[list[str], list[str]]:
-    """Where the demo inflates a diffusers `UNet2DModel`: a temporal convolution after every
-    ResNet block of the down, middle and up blocks (each returns a `(b, c, h, w)` feature map), and
-    temporal attention after every attention layer of the middle block (the coarsest level, as in
-    Lumiere). Returns `(conv_module_names, attn_module_names)`."""
-    conv, attn = [], []
-    for name, _ in unet.named_modules():
-        parts = name.split(".")
-        if len(parts) < 2 or not parts[-1].isdigit():
-            continue
-        if parts[-2] == "resnets" and parts[0] in ("down_blocks", "mid_block", "up_blocks"):
-            conv.append(name)
-        elif parts[-2] == "attentions" and parts[0] == "mid_block":
-            attn.append(name)
-    return conv, attn
 
 
 def frames_as_images(video: Tensor) -> Tensor:
