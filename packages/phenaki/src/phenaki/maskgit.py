@@ -38,6 +38,7 @@ from typing import Any
 from einops import rearrange
 from torch import Tensor, nn
 
+from mp_layers.hub import HubModel
 from mp_layers.typecheck import typechecked
 from phenaki.masking import (
     MaskSchedule,
@@ -67,7 +68,7 @@ __all__ = [
 ]
 
 
-class MaskGit(TokenTransformer):
+class MaskGit(TokenTransformer, HubModel):
     """Bidirectional masked-token transformer over a `(t', h, w)` grid of video tokens.
 
     `h_0 = E_tok[x] + E_pos[0..n)`, then the gradient shrink of CogView (Ding et al. 2021)

@@ -14,6 +14,7 @@ from typing import Any
 from einops import rearrange
 from torch import Tensor
 
+from mp_layers.hub import HubModel
 from mp_layers.typecheck import typechecked
 from phenaki.token_transformer import (
     TokenInputs,
@@ -26,7 +27,7 @@ from phenaki.token_transformer import (
 __all__ = ["TokenCritic"]
 
 
-class TokenCritic(TokenTransformer):
+class TokenCritic(TokenTransformer, HubModel):
     """Token-Critic (Lezama et al. 2022): a separate transformer scoring each token of a
     (partially generated) grid, logit `> 0` meaning "this token is wrong".
 

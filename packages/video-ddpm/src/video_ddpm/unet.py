@@ -17,6 +17,7 @@ import torch
 from rotary_embedding_torch import RotaryEmbedding
 from torch import nn
 
+from mp_layers.hub import HubModel
 from mp_layers.typecheck import typechecked
 from video_ddpm.blocks import (
     Across,
@@ -48,7 +49,7 @@ def _positive(name: str, value: int) -> int:
     return value
 
 
-class Unet3D(nn.Module):
+class Unet3D(nn.Module, HubModel):
     """The space-time factorised 3-D U-Net that predicts the diffusion target of a video.
 
     Args:
