@@ -87,10 +87,12 @@ def _sync(session: nox.Session, *args: str) -> None:
 
 @nox.session(python=MAIN_PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check over the whole repository."""
+    """ruff check and ruff format --check over the whole repository; no import cycle and no
+    source file over 500 lines (tools/check_structure.py)."""
     _sync(session, "--only-group=lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("python", "tools/check_structure.py")
 
 
 @nox.session(python=MAIN_PYTHON)
