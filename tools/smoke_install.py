@@ -76,7 +76,8 @@ def main(dist: str) -> None:
             if "extra ==" not in t
         }
         # beartype: the runtime type checks (mp_layers.typecheck) every package shares
-        core = {"torch", "einops", "beartype"}
+        # huggingface-hub + safetensors: save_pretrained / from_pretrained (mp_layers.hub)
+        core = {"torch", "einops", "beartype", "huggingface-hub", "safetensors"}
         assert direct == core, f"mp-layers core must need exactly {sorted(core)}: {direct}"
         import torch
 

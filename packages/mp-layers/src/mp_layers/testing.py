@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import importlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 from mp_layers.typecheck import typechecked
 
@@ -36,7 +38,8 @@ def save_tiny_bert(folder: Path, vocab: list[str], *, num_layers: int = 2) -> Pa
     its lowercase WordPiece tokenizer over `vocab` (special tokens first), saved in `folder`.
     The tokenizer sets no length limit, so the 64 positions are the real one. Needs transformers."""
     import torch
-    import transformers
+
+    transformers: Any = importlib.import_module("transformers")
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,7 +73,8 @@ def save_tiny_t5(folder: Path, sentences: list[str]) -> Path:
 
     import sentencepiece as spm
     import torch
-    import transformers
+
+    transformers: Any = importlib.import_module("transformers")
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

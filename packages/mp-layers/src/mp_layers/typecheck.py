@@ -101,8 +101,8 @@ def nothing_to_check(obj: object) -> str | None:
         return "an exception class"
     if isinstance(obj, type) and getattr(obj, "_is_protocol", False):
         return "a protocol (a type for hints, never instantiated)"
-    if isinstance(obj, type) and obj.__init__ is object.__init__:
-        return "a class without constructor arguments (a mixin)"
     if typing.get_origin(obj) is not None or type(obj).__name__ == "TypeAliasType":
         return "a type alias"  # `Sequence[int]`, `Literal[...]`, `int | str`, `type X = ...`
+    if isinstance(obj, type) and all("__init__" not in vars(c) for c in obj.__mro__[:-1]):
+        return "a class without constructor arguments (a mixin)"
     return None
