@@ -329,3 +329,44 @@ def test_trainer_argument_errors(worker: ModuleType, tmp_path: Path) -> None:
     bad_loss = _trainer(worker, tmp_path, steps=1, loss_fn=lambda m, b: m(b["x"]))
     with pytest.raises(ValueError, match=r"loss: expected a scalar tensor, got \(8, 1\)"):
         bad_loss.fit()
+
+
+@pytest.mark.parametrize("report_first", [False, True])
+def test_run_train_job_writes_config_fits_and_reports_in_order(
+    worker: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str], report_first: bool
+) -> None:
+    import json
+
+    from mp_layers.training import TrainJob, run_train_job
+
+    job = TrainJob(
+        model=worker.make_model(),
+        data=worker.PairDataset(),
+        loss_fn=functools.partial(worker.loss_fn, noise=0.0, sleep=0.0),
+        optimizer_factory=functools.partial(torch.optim.SGD, lr=0.1),
+        config=TrainerConfig(
+            out_dir=str(tmp_path),
+            steps=3,
+            batch_size=4,
+            ema_beta=None,
+            progress_bar=False,
+            cpu=True,
+        ),
+        run_config={"model": "tiny", "steps": 3},
+        run_config_file="run.json",
+    )
+
+    def report(trainer: Trainer, result: Any, summary: dict[str, Any]) -> None:
+        print("REPORT LINE")
+        summary["reported"] = trainer.step
+
+    summary = run_train_job(job, report=report, report_first=report_first)
+    assert json.loads((tmp_path / "run.json").read_text()) == {"model": "tiny", "steps": 3}
+    assert summary["reported"] == 3
+    assert summary["final_loss"] is not None
+    assert math.isfinite(summary["final_loss"])
+    assert summary["checkpoint"] is not None
+    assert Path(summary["checkpoint"]).exists()
+    out = capsys.readouterr().out
+    report_at, fit_at = out.index("REPORT LINE"), out.index(str(tmp_path))
+    assert (report_at < fit_at) == report_first

@@ -7,8 +7,10 @@ way for every package:
 1. write the run config `out_dir/<run_config_file>` atomically (what `sample` rebuilds the model
    from);
 2. build the `Trainer` and fit it, timed (`timed_fit`: resume rules, one-line errors);
-3. on the main process print what the run did (`print_fit`), then call `report(trainer, result,
-   summary)`: the package's sampling and evaluation, which extends `summary`.
+3. on the main process print what the run did (`print_fit`) and call `report(trainer, result,
+   summary)`: the package's sampling and evaluation, which extends `summary`. `print_fit` runs
+   first unless `report_first=True` (for commands whose report prints lines that belong above
+   the fit summary, e.g. a stage banner).
 
 Returns the summary dict (also on the other processes, without the report's figures).
 """
@@ -54,10 +56,15 @@ class TrainJob:
 
 @typechecked
 def run_train_job(
-    job: TrainJob, *, resume: str | Path | None = None, report: Report | None = None
+    job: TrainJob,
+    *,
+    resume: str | Path | None = None,
+    report: Report | None = None,
+    report_first: bool = False,
 ) -> dict[str, Any]:
     """Write the run config, fit a `Trainer` on `job` (resuming as `resume` says), then on the
-    main process print the fit and call `report`. Returns the summary dict."""
+    main process print the fit and call `report` (in that order, or `report` first when
+    `report_first`). Returns the summary dict."""
     out = Path(job.config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_config(out / job.run_config_file, job.run_config)
@@ -76,7 +83,9 @@ def run_train_job(
             loss_plot=str(out / "loss.png"),
             final_loss=result.losses[-1] if result.losses else None,
         )
+        if report is not None and report_first:
+            report(trainer, result, summary)
         print_fit(result, summary, out)
-        if report is not None:
+        if report is not None and not report_first:
             report(trainer, result, summary)
     return summary
