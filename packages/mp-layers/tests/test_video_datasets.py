@@ -22,6 +22,7 @@ from mp_layers.video import (
 )
 
 KEYS = {"video", "label", "shape", "text"}
+FOLDER_KEYS = KEYS | {"source", "frame_indices", "fps"}
 
 
 def assert_near(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> None:
@@ -56,7 +57,10 @@ def test_video_folder_items(folder: Path) -> None:
     names = [p.name for p in dataset.files]
     assert names == ["short.gif", "two.mp4", "one.gif"]  # sorted: a/b/short, a/two, one
     item = dataset[1]
-    assert set(item) == KEYS
+    assert set(item) == FOLDER_KEYS
+    assert item["source"] == str(folder / "a" / "two.mp4")
+    assert item["frame_indices"].dtype == torch.int64
+    assert item["frame_indices"].shape == (4,)
     assert item["video"].shape == (3, 4, 8, 8)
     assert item["video"].dtype == torch.float32
     assert item["text"] == "two moving things"
@@ -68,10 +72,13 @@ def test_video_folder_items(folder: Path) -> None:
 
 
 def test_frame_stride(folder: Path) -> None:
-    dataset = VideoFolder(folder, image_size=16, num_frames=3, frame_stride=2, extensions=(".gif",))
+    dataset = VideoFolder(
+        folder, image_size=16, num_frames=3, frame_stride=2, extensions=(".gif",), sampling="first"
+    )
     video = dataset.files.index(folder / "one.gif")
-    levels = dataset[video]["video"][0, :, 5, 5]
-    assert_near(levels, torch.tensor([0.0, 0.1, 0.2]), atol=1.01 / 255)
+    item = dataset[video]
+    assert_near(item["video"][0, :, 5, 5], torch.tensor([0.0, 0.1, 0.2]), atol=1.01 / 255)
+    assert item["frame_indices"].tolist() == [0, 2, 4]
 
 
 def test_short_clips_padded_or_skipped(folder: Path) -> None:
@@ -86,15 +93,16 @@ def test_short_clips_padded_or_skipped(folder: Path) -> None:
     assert folder / "a" / "b" / "short.gif" not in skipping.files
 
 
-def test_one_flip_decision_per_clip(folder: Path) -> None:
+def test_one_flip_decision_per_clip_drawn_per_epoch(folder: Path) -> None:
     dataset = VideoFolder(
         folder, image_size=16, num_frames=8, random_flip=True, extensions=(".gif",)
     )
     index = dataset.files.index(folder / "one.gif")
-    torch.manual_seed(0)
     flips = []
-    for _ in range(16):
+    for epoch in range(16):
+        dataset.set_epoch(epoch)
         video = dataset[index]["video"]
+        assert torch.equal(video, dataset[index]["video"])  # a pure function of the epoch
         left, right = video[0, :, :, 0], video[0, :, :, -1]
         flipped = (right == 1.0).all(dim=1)  # per frame: is the white column on the right?
         assert bool((left == 1.0).all(dim=1).logical_xor(flipped).all())
@@ -121,7 +129,11 @@ def test_frame_folders_are_clips_when_frame_suffixes_are_asked_for(folder: Path)
     videos_only = VideoFolder(folder, image_size=16, num_frames=4)
     assert len(videos_only) == 3  # the default extensions: video files only
     both = VideoFolder(
-        folder, image_size=16, num_frames=11, extensions=VIDEO_SUFFIXES + FRAME_SUFFIXES
+        folder,
+        image_size=16,
+        num_frames=11,
+        extensions=VIDEO_SUFFIXES + FRAME_SUFFIXES,
+        sampling="first",
     )
     assert len(both) == 5
     walk = both[both.files.index(folder / "frames" / "walk")]
@@ -162,9 +174,8 @@ def test_validation(folder: Path) -> None:
 
 def test_undecodable_files(folder: Path) -> None:
     (folder / "a" / "bad.mp4").write_bytes(b"garbage" * 50)
-    strict = VideoFolder(folder, image_size=8, num_frames=4)
-    with pytest.raises(ValueError, match=r"bad\.mp4"):
-        strict[strict.files.index(folder / "a" / "bad.mp4")]
+    with pytest.raises(ValueError, match=r"bad\.mp4"):  # every file is probed at construction
+        VideoFolder(folder, image_size=8, num_frames=4)
     with pytest.warns(UserWarning, match=r"bad\.mp4"):
         lenient = VideoFolder(folder, image_size=8, num_frames=4, skip_undecodable=True)
     assert lenient.num_skipped == 1
