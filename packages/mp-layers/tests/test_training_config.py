@@ -81,8 +81,33 @@ def test_sampler_resumes_at_any_batch_and_drops_the_tail() -> None:
         assert _take(resumed, 9 - start) == full[start:]
 
 
+def test_sampler_takes_datasets_smaller_than_a_batch() -> None:
+    # 3 samples, a global batch of 8: an epoch chains ceil(8 / 3) = 3 permutations (9 samples,
+    # one batch), each sample once per pass; the ranks still partition the global batch.
+    single = _take(ResumableBatchSampler(num_samples=3, batch_size=8, seed=1, with_epochs=True), 2)
+    assert all(len(batch) == 8 for batch in single)
+    first = single[0]
+    assert [p for p, _ in first] == [0, 0, 0, 1, 1, 1, 2, 2]
+    for data_pass in (0, 1):
+        assert sorted(i for p, i in first if p == data_pass) == [0, 1, 2]
+    assert {p for p, _ in single[1]} == {3, 4, 5}  # epoch 1 is passes 3..5
+    ranks = [
+        _take(
+            ResumableBatchSampler(
+                num_samples=3, batch_size=4, seed=1, rank=r, world_size=2, with_epochs=True
+            ),
+            2,
+        )
+        for r in (0, 1)
+    ]
+    for step in range(2):
+        assert ranks[0][step] + ranks[1][step] == single[step]
+    plain = _take(ResumableBatchSampler(num_samples=3, batch_size=8, seed=1), 2)
+    assert plain == [[i for _, i in batch] for batch in single]
+
+
 def test_sampler_errors() -> None:
-    with pytest.raises(ValueError, match="at least batch_size \\* world_size = 8"):
-        ResumableBatchSampler(num_samples=7, batch_size=4, world_size=2)
+    with pytest.raises(ValueError, match="at least one sample"):
+        ResumableBatchSampler(num_samples=0, batch_size=4)
     with pytest.raises(ValueError, match="rank < world_size"):
         ResumableBatchSampler(num_samples=8, batch_size=1, rank=2, world_size=2)

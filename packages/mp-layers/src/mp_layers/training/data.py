@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from mp_layers.training.config import TrainerConfig
 from mp_layers.training.sampler import ResumableBatchSampler
+
+
+class EpochItems(Dataset[Any]):
+    """An epoch-aware dataset (one with `set_epoch`, as `VideoFolder`) indexed by `(epoch,
+    index)` pairs: each worker process sets its own copy's epoch before loading, so random clips
+    follow the sampler's epochs in persistent workers too."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        if getattr(self.data, "epoch", None) != epoch:
+            self.data.set_epoch(epoch)
+        return self.data[index]
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed Python's and numpy's RNGs in a DataLoader worker from torch's per-worker seed (which
+    the loader's generator fixes), for transforms that draw from them."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def endless_batches(
@@ -24,7 +52,10 @@ def endless_batches(
     """Endless batches of `data` for this process, starting after `start` consumed batches.
 
     A map-style dataset is batched by the deterministic, sharded `ResumableBatchSampler` (exact
-    resume); a `DataLoader` is sharded by Accelerate and resumed by skipping consumed batches."""
+    resume; an epoch-aware dataset gets each sample's epoch, see `EpochItems`); a `DataLoader` is
+    sharded by Accelerate and resumed by skipping consumed batches. Workers
+    (`config.num_workers`) are persistent: the sampler is endless, so one loader serves the run.
+    """
     if isinstance(data, DataLoader):
         prepared = accelerator.prepare_data_loader(data)
         epoch, skip = divmod(start, len(prepared))
@@ -39,13 +70,18 @@ def endless_batches(
         rank=accelerator.process_index,
         world_size=accelerator.num_processes,
         start_batch=start,
+        with_epochs=hasattr(data, "set_epoch"),
     )
+    workers = config.num_workers
     loader: DataLoader[Any] = DataLoader(
-        data,
+        EpochItems(data) if sampler.with_epochs else data,
         batch_sampler=sampler,
         collate_fn=collate_fn,
-        num_workers=config.num_workers,
+        num_workers=workers,
         pin_memory=accelerator.device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=seed_worker if workers > 0 else None,
         # Its own generator: creating the iterator must not draw from the global RNG, or a
         # resumed run's random stream would be shifted by one draw.
         generator=torch.Generator().manual_seed(config.seed + start),
