@@ -64,7 +64,8 @@ def test_frames_returned_are_the_frames_named(videos: Path, tmp_path: Path, name
             indices = item["frame_indices"].tolist()
             assert shown(item) == indices
             assert np.all(np.diff(indices) == 3)
-            assert 0 <= indices[0] and indices[-1] < FIXTURES[name][0]
+            assert indices[0] >= 0
+            assert indices[-1] < FIXTURES[name][0]
 
 
 def test_shapes_sizes_and_crops(videos: Path, tmp_path: Path) -> None:

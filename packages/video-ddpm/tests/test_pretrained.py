@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,11 @@ from video_ddpm.pretrained import (
     load_pretrained,
     save_pretrained,
 )
+from video_ddpm.saving import write_legacy_folder
 from video_ddpm.unet import Unet3D
+
+FILES = ["README.md", "config.json", "denoise_fn", "model.safetensors"]  # a save_pretrained folder
+NET_FILES = ["README.md", "config.json", "model.safetensors"]  # its denoise_fn/
 
 FRAMES, SIZE, STEPS = 2, 8, 12
 CONFIGS = {
@@ -85,15 +90,19 @@ def _reference_checkpoint(path: Path, kind: str, **extra: Any) -> tuple[Gaussian
 def test_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     model = _diffusion("group")
     folder = save_pretrained(model, tmp_path / "out")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
-    assert len({p.stat().st_mode for p in folder.iterdir()}) == 1  # not left private (0600)
+    assert sorted(p.name for p in folder.iterdir()) == FILES
+    assert sorted(p.name for p in (folder / "denoise_fn").iterdir()) == NET_FILES
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert len({p.stat().st_mode for p in files}) == 1  # not left private (0600)
     config = json.loads((folder / "config.json").read_text())
-    assert config == {
-        "format": "video-ddpm",
-        "version": 1,
-        "unet": model.denoise_fn.config,
-        "diffusion": model.config,
-    }
+    meta = {k: config.pop(k) for k in list(config) if k.startswith("_")}
+    assert config == model.config
+    assert meta["_class_name"] == "GaussianDiffusion"
+    assert meta["_parts"] == {"denoise_fn": "video_ddpm.Unet3D"}
+    unet = json.loads((folder / "denoise_fn" / "config.json").read_text())
+    assert Unet3D(**{k: v for k, v in unet.items() if not k.startswith("_")}).config == (
+        model.denoise_fn.config
+    )
     loaded = load_pretrained(folder)
     assert not loaded.training
     assert loaded.state_dict().keys() == model.state_dict().keys()
@@ -101,6 +110,25 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
         assert torch.equal(loaded.state_dict()[name], tensor), name
     for ours, theirs in zip(_outputs(loaded), _outputs(model), strict=True):
         assert torch.equal(ours, theirs)
+
+
+def test_a_0_1_0_layout_folder_round_trips(tmp_path: Path) -> None:
+    """What 0.1.0's save_pretrained wrote (one config and one weights file) loads bit for bit."""
+    model = _diffusion("rms")
+    folder = write_legacy_folder(model, tmp_path / "old")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config == {
+        "format": "video-ddpm",
+        "version": 1,
+        "unet": model.denoise_fn.config,
+        "diffusion": model.config,
+    }
+    for load in (load_pretrained, GaussianDiffusion.from_pretrained):
+        loaded = load(folder)
+        assert not loaded.training
+        for ours, theirs in zip(_outputs(loaded), _outputs(model), strict=True):
+            assert torch.equal(ours, theirs)
 
 
 FIXTURES = Path(__file__).parent / "fixtures" / "v0_1_0"
@@ -125,7 +153,8 @@ def test_save_overwrites_without_leftovers(tmp_path: Path) -> None:
     save_pretrained(_diffusion("group", seed=1), tmp_path)
     second = _diffusion("rms", seed=3)
     save_pretrained(second, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == FILES
+    assert sorted(p.name for p in (tmp_path / "denoise_fn").iterdir()) == NET_FILES
     assert load_pretrained(tmp_path).denoise_fn.config == second.denoise_fn.config
 
 
@@ -137,6 +166,7 @@ def test_save_rejects_other_networks(tmp_path: Path) -> None:
     model = GaussianDiffusion(Net(), image_size=SIZE, num_frames=FRAMES, timesteps=STEPS)
     with pytest.raises(TypeError, match="Unet3D"):
         save_pretrained(model, tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before anything is written
 
 
 def test_wrong_argument_types_are_type_errors(tmp_path: Path) -> None:
@@ -153,21 +183,46 @@ def test_load_missing_files(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(ValueError, match=r"missing \['model.safetensors'\]"):
         load_pretrained(tmp_path)
-
-
-def test_load_weights_that_do_not_fit_the_config(tmp_path: Path) -> None:
     save_pretrained(_diffusion(), tmp_path)
-    path = tmp_path / "config.json"
-    config = json.loads(path.read_text())
-    path.write_text(json.dumps({**config, "unet": {**config["unet"], "cond_dim": 5}}))
+    (tmp_path / "denoise_fn" / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"denoise_fn.*model.safetensors"):
+        load_pretrained(tmp_path)
+
+
+def _saved(model: GaussianDiffusion, folder: Path, layout: str) -> Callable[..., None]:
+    """Save `model` to `folder` in `layout` ("hub": save_pretrained, "0.1.0": what 0.1.0 wrote);
+    returns `edit(**changes)`, which rewrites the saved network config with `changes`."""
+    if layout == "0.1.0":
+        write_legacy_folder(model, folder)
+        path = folder / "config.json"
+        config = json.loads(path.read_text())
+
+        def edit(**changes: Any) -> None:
+            path.write_text(json.dumps({**config, "unet": {**config["unet"], **changes}}))
+
+    else:
+        save_pretrained(model, folder)
+        path = folder / "denoise_fn" / "config.json"
+        config = json.loads(path.read_text())
+
+        def edit(**changes: Any) -> None:
+            path.write_text(json.dumps({**config, **changes}))
+
+    return edit
+
+
+@pytest.mark.parametrize("layout", ["hub", "0.1.0"])
+def test_load_weights_that_do_not_fit_the_config(tmp_path: Path, layout: str) -> None:
+    edit_unet = _saved(_diffusion(), tmp_path, layout)
+    prefix = "denoise_fn." if layout == "0.1.0" else ""  # a part's weights are its own file's
+    edit_unet(cond_dim=5)
     with pytest.raises(ValueError, match="do not fit") as info:
         load_pretrained(tmp_path)
     message = str(info.value)
-    assert "shape: denoise_fn.null_cond_emb: (1, 4) in the file, (1, 5) in the model" in message
+    assert f"shape: {prefix}null_cond_emb: (1, 4) in the file, (1, 5) in the model" in message
     assert "more)" in message  # long lists are cut
-    unet = {**config["unet"], "use_sparse_linear_attn": False}
-    path.write_text(json.dumps({**config, "unet": unet}))
-    with pytest.raises(ValueError, match=r"unexpected: .*denoise_fn.downs.0.2.fn.fn.to_qkv.weight"):
+    edit_unet(use_sparse_linear_attn=False)
+    with pytest.raises(ValueError, match=rf"unexpected: .*{prefix}downs.0.2.fn.fn.to_qkv.weight"):
         load_pretrained(tmp_path)
 
 
@@ -175,12 +230,31 @@ def test_load_rejects_foreign_or_invalid_configs(tmp_path: Path) -> None:
     save_pretrained(_diffusion(), tmp_path)
     path = tmp_path / "config.json"
     config = json.loads(path.read_text())
-    path.write_text(json.dumps({**config, "format": "diffusers"}))
+    plain = {k: v for k, v in config.items() if not k.startswith("_")}
+    path.write_text(json.dumps({**plain, "format": "diffusers"}))  # neither layout
     with pytest.raises(ValueError, match="format 'video-ddpm'"):
         load_pretrained(tmp_path)
+    path.write_text(json.dumps({**config, "_class_name": "UNet2DModel", "_library": "diffusers"}))
+    with pytest.raises(ValueError, match="holds a UNet2DModel .*not a GaussianDiffusion"):
+        load_pretrained(tmp_path)
+    path.write_text(json.dumps({**config, "num_frames": "2"}))
+    with pytest.raises(ValueError, match=r"invalid config.*num_frames"):
+        load_pretrained(tmp_path)
+    path.write_text(json.dumps(config))
+    _saved(_diffusion(), tmp_path, "hub")(norm="batch")
+    with pytest.raises(ValueError, match=r"norm: expected one of \('group', 'rms'\)"):
+        load_pretrained(tmp_path)
+
+    old = tmp_path / "old"
+    write_legacy_folder(_diffusion(), old)
+    path = old / "config.json"
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, "format": "diffusers"}))
+    with pytest.raises(ValueError, match="format 'video-ddpm'"):
+        load_pretrained(old)
     path.write_text(json.dumps({**config, "unet": {**config["unet"], "norm": "batch"}}))
     with pytest.raises(ValueError, match=r"invalid config.*norm"):
-        load_pretrained(tmp_path)
+        load_pretrained(old)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,10 +6,13 @@ Wrappers: `Lumiere`, `MPLumiere`. Temporal blocks (`lumiere.blocks`, `lumiere.mp
 and their magnitude-preserving versions `MPConvolutionInflationBlock`,
 `MPAttentionInflationBlock`, `MPTemporalDownsample`, `MPTemporalUpsample`. Videos are
 `(b, c, t, h, w)`; every block also takes frames `(b·t, c, h, w)` with `batch_size=b`.
+Adapters (the temporal blocks without the base): `TemporalBlocks` (`save_pretrained`,
+`from_pretrained`, `push_to_hub`), through `Lumiere.save_temporal` / `from_temporal`.
 """
 
 from importlib.metadata import version as _version
 
+from lumiere.adapter import TemporalBlocks
 from lumiere.blocks import (
     AttentionInflationBlock,
     ConvolutionInflationBlock,
@@ -35,6 +38,7 @@ __all__ = [
     "MPLumiere",
     "MPTemporalDownsample",
     "MPTemporalUpsample",
+    "TemporalBlocks",
     "TemporalDownsample",
     "TemporalUpsample",
     "__version__",

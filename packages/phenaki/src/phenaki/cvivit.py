@@ -24,9 +24,7 @@ masks) in `phenaki.cvivit_geometry`, and the way its training losses combine in
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -34,17 +32,11 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from mp_layers.pretrained import (
-    atomic_write,
-    check_state_dict,
-    load_state_checked,
-    plain_state_dict,
-    write_config,
-)
+from mp_layers.hub import HubModel
+from mp_layers.pretrained import check_state_dict, load_state_checked
 from mp_layers.typecheck import typechecked
 from phenaki.attention import ContinuousPositionBias, Transformer
 from phenaki.cvivit_blocks import (
-    Size,
     decode_space_time,
     encode_space_time,
     pixel_heads,
@@ -61,13 +53,11 @@ __all__ = ["CViViT"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-FORMAT = "phenaki.CViViT"
+FORMAT = "phenaki.CViViT"  # the config.json of phenaki 0.1.0 (still read)
 FORMAT_VERSION = 1
 
-PathLike = str | os.PathLike[str]
 
-
-class CViViT(nn.Module):
+class CViViT(nn.Module, HubModel):
     """The C-ViViT tokenizer (see the module docstring). Arguments as phenaki-pytorch 0.5.0:
 
     Args:
@@ -89,6 +79,12 @@ class CViViT(nn.Module):
         discriminator: "frame" (a 2-D discriminator on one random valid frame per clip, as the
             reference) or "video" (a 3-D discriminator on whole clips).
         perceptual_weight: weight of the perceptual loss (0 turns it off and never loads VGG16).
+
+    Files (`mp_layers.hub.HubModel`): `save_pretrained(folder)` writes `config.json` (these
+    arguments but `vgg`) and `model.safetensors` (all weights, discriminator included);
+    `from_pretrained(folder_or_repo_id, vgg=None, **overrides)` rebuilds it on the CPU (overrides
+    that keep the weights' shapes, e.g. `use_vgg_and_gan=False` drops the discriminator), also
+    from a folder written by phenaki 0.1.0; `push_to_hub(repo_id)` publishes it.
     """
 
     @typechecked
@@ -97,8 +93,8 @@ class CViViT(nn.Module):
         *,
         dim: int,
         codebook_size: int,
-        image_size: Size,
-        patch_size: Size,
+        image_size: int | tuple[int, int],  # spelt out: `mp_layers.hub` reads JSON lists back
+        patch_size: int | tuple[int, int],
         temporal_patch_size: int,
         spatial_depth: int,
         temporal_depth: int,
@@ -445,50 +441,41 @@ class CViViT(nn.Module):
             check_state_dict(self, state_dict, "CViViT.load_state_dict")
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    @typechecked
-    def save_pretrained(self, folder: PathLike) -> Path:
-        """Write `model.safetensors` (all weights, discriminator included) and `config.json` to
-        `folder`, each atomically. Returns the folder."""
-        from safetensors.torch import save_file
+    # ------------------------------------------------------------------ files (mp_layers.hub)
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = plain_state_dict(self)
-        atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, {"format": "pt"}))
-        config = {"format": FORMAT, "version": FORMAT_VERSION, "config": self.config}
-        write_config(folder / CONFIG_NAME, config)
-        return folder
+    def _hub_config(self) -> dict[str, Any]:
+        """The constructor's arguments (without `vgg`, never saved); an evaluation copy without
+        its discriminator is saved as a tokenizer without GAN."""
+        return {**self.config, "use_vgg_and_gan": self.use_vgg_and_gan and self.discr is not None}
+
+    def _hub_state_for_load(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A tokenizer loaded without GAN (`use_vgg_and_gan=False`) drops the saved
+        discriminator's weights."""
+        if self.discr is None:
+            return {k: v for k, v in state.items() if not k.startswith("discr.")}
+        return state
 
     @classmethod
-    @typechecked
-    def from_pretrained(
-        cls, folder: PathLike, *, vgg: nn.Module | None = None, **overrides: Any
-    ) -> CViViT:
-        """Rebuild a tokenizer saved by `save_pretrained` (on the CPU; `.to(device)` after).
-
-        `vgg`: the perceptual network (not saved); `overrides`: constructor arguments that do not
-        change the weights' shapes (e.g. `use_vgg_and_gan=False` drops the discriminator)."""
+    def _hub_load_legacy(
+        cls, folder: Path, config: dict[str, Any], kwargs: dict[str, Any]
+    ) -> CViViT | None:
+        """A folder written by phenaki 0.1.0 (`{"format": "phenaki.CViViT", "version": 1,
+        "config": {...}}` + `model.safetensors`); `kwargs` override the saved arguments."""
+        if config.get("format") != FORMAT:
+            return None
         from safetensors.torch import load_file
 
-        folder = Path(folder)
-        config_path = folder / CONFIG_NAME
-        if not config_path.is_file() or not (folder / WEIGHTS_NAME).is_file():
+        if config.get("version") != FORMAT_VERSION or not isinstance(config.get("config"), dict):
             raise ValueError(
-                f"folder: expected a CViViT folder with {CONFIG_NAME} and {WEIGHTS_NAME}, got "
-                f"{folder}"
+                f"{folder / CONFIG_NAME}: expected format {FORMAT!r} version {FORMAT_VERSION}"
             )
-        data = json.loads(config_path.read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT:
-            raise ValueError(
-                f"{config_path}: expected format {FORMAT!r}, got {data.get('format')!r}"
-            )
-        config = dict(data["config"])
+        arguments = dict(config["config"])
         for key in ("image_size", "patch_size", "discr_attn_res_layers"):
-            config[key] = tuple(config[key])
-        config.update(overrides)
-        model = cls(**config, vgg=vgg)
-        state = load_file(folder / WEIGHTS_NAME, device="cpu")
-        if model.discr is None:
-            state = {k: v for k, v in state.items() if not k.startswith("discr.")}
-        load_state_checked(model, state, str(folder / WEIGHTS_NAME))
+            arguments[key] = tuple(arguments[key])
+        model = cls(**{**arguments, **kwargs})
+        path = folder / WEIGHTS_NAME
+        if not path.is_file():
+            raise ValueError(f"{folder}: expected a CViViT folder with {WEIGHTS_NAME}")
+        state = model._hub_state_for_load(load_file(path, device="cpu"))
+        load_state_checked(model, state, str(path))
         return model

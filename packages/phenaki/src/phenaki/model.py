@@ -15,7 +15,6 @@ stories (`make_video`) are in `phenaki.story`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -26,29 +25,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mp_layers.pretrained import atomic_write, load_state_checked, plain_state_dict, write_config
+from mp_layers.hub import CONFIG_NAME, HubModel, resolve_folder
+from mp_layers.hub import WEIGHTS_NAME as WEIGHTS_NAME
 from mp_layers.typecheck import typechecked
-from phenaki.cvivit import WEIGHTS_NAME as TOKENIZER_WEIGHTS
 from phenaki.cvivit import CViViT
 from phenaki.maskgit import MaskGit, SelfCritic
 from phenaki.masking import critic_labels, get_mask_subset_with_prob, gumbel_sample, mask_schedule
+from phenaki.pretrained import FORMAT as FORMAT
+from phenaki.pretrained import FORMAT_VERSION as FORMAT_VERSION
+from phenaki.pretrained import (
+    checked_tokenizer,
+    file_sha256,
+    load_v010,
+    recorded_tokenizer,
+    tokenizer_digest,
+)
 from phenaki.sampling import TokenDecoder, sample_video
 from phenaki.token_critic import TokenCritic
 
 __all__ = ["DEFAULT_T5_NAME", "Phenaki", "file_sha256"]
 
 DEFAULT_T5_NAME = "google/t5-v1_1-base"
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-FORMAT = "phenaki.Phenaki"
-FORMAT_VERSION = 1
 TextFunction = Callable[[Sequence[str], torch.device], tuple[Tensor, Tensor]]
 Schedule = Literal["cosine", "linear", "sqrt"]
 
 
 class _Frozen:
     """Holds the tokenizer outside the module tree: never in `state_dict()`, `parameters()` or a
-    checkpoint (a Phenaki run stores a reference to the tokenizer folder and its hash instead), and
+    checkpoint (`save_pretrained` writes it to its own `cvivit/` subfolder instead), and
     shared, not copied, by `copy.deepcopy` (EMA copies)."""
 
     def __init__(self, module: nn.Module) -> None:
@@ -58,16 +62,7 @@ class _Frozen:
         return self
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-class Phenaki(nn.Module):
+class Phenaki(nn.Module, HubModel):
     """Text-to-video with a frozen `CViViT` and a `MaskGit` (see the module docstring).
 
     Args:
@@ -88,7 +83,14 @@ class Phenaki(nn.Module):
         critic_train_sample_temperature: temperature of the MaskGit samples the critic judges.
         schedule: the mask schedule ("cosine", "linear", "sqrt"), for training and sampling.
         decoding: the default sampling rule, "reference" or "maskgit".
+
+    Files (`mp_layers.hub.HubModel`, a composite as diffusers pipelines): `save_pretrained(folder,
+    tokenizer=None)` writes Phenaki's arguments and the subfolders `maskgit/`, `cvivit/` and
+    `critic/`; `from_pretrained(folder_or_repo_id, tokenizer=None, text_encoder=None)` reads them
+    (or a folder of phenaki 0.1.0, `phenaki.pretrained`); `push_to_hub(repo_id)` publishes.
     """
+
+    _hub_parts = ("maskgit", "cvivit", "critic")
 
     @typechecked
     def __init__(
@@ -142,7 +144,11 @@ class Phenaki(nn.Module):
             )
         self.maskgit = maskgit
         self._tokenizer = _Frozen(cvivit.copy_for_eval().requires_grad_(False))
-        self.tokenizer_folder: Path | None = None  # set by from_pretrained / save_pretrained
+        # the tokenizer's folder and the SHA-256 of its weights (`save_pretrained(tokenizer=)`)
+        self.tokenizer_folder: Path | None = None
+        self.tokenizer_sha256: str | None = None
+        if self_token_critic:  # the SelfCritic's head is saved with Phenaki's own weights
+            self._hub_parts = ("maskgit", "cvivit")  # type: ignore[misc]
         self.critic: nn.Module | None = SelfCritic(maskgit) if self_token_critic else critic
         self.steps = steps
         self.t5_name = t5_name
@@ -393,87 +399,80 @@ class Phenaki(nn.Module):
         )
         return video[:, :, 0]
 
-    # ------------------------------------------------------------------ files
+    # ------------------------------------------------------------------ files (mp_layers.hub)
+
+    def _hub_config(self) -> dict[str, Any]:
+        """Phenaki's own arguments (the parts go to subfolders; a text encoder is never saved)
+        and, when known, the folder and SHA-256 of the tokenizer it was trained on."""
+        unsaved = ("text_encoder", "maskgit", "cvivit", "critic")
+        config = {k: v for k, v in super()._hub_config().items() if k not in unsaved}
+        if self.tokenizer_folder is not None and self.tokenizer_sha256 is not None:
+            source = {"folder": str(self.tokenizer_folder), "sha256": self.tokenizer_sha256}
+            config["tokenizer_source"] = source
+        return config
 
     @typechecked
-    def save_pretrained(
-        self, folder: str | os.PathLike[str], *, tokenizer: str | os.PathLike[str] | None = None
-    ) -> Path:
-        """Write `model.safetensors` (MaskGit and critic only) and `config.json` (their configs,
-        Phenaki's, and the tokenizer folder with the SHA-256 of its weights) to `folder`.
+    def save_pretrained(  # type: ignore[override]
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        tokenizer: str | os.PathLike[str] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Write `config.json`, `model.safetensors` and the parts' subfolders `maskgit/`,
+        `cvivit/` (the frozen tokenizer) and `critic/` (a `TokenCritic`; a `SelfCritic`'s head
+        stays in `model.safetensors`) to `save_directory`; returns the folder.
 
-        `tokenizer`: the folder the tokenizer was saved to (`CViViT.save_pretrained`); default
-        the one this model was loaded with. Its weights must be the ones this model holds."""
-        from safetensors.torch import save_file
-
-        source = Path(tokenizer) if tokenizer is not None else self.tokenizer_folder
-        if source is None:
-            raise ValueError(
-                "tokenizer: expected the tokenizer's folder (CViViT.save_pretrained), got None"
-            )
-        weights = source / TOKENIZER_WEIGHTS
-        if not weights.is_file():
-            raise ValueError(f"tokenizer: expected {weights} to exist, got a folder without it")
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = plain_state_dict(self)
-        atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, {"format": "pt"}))
-        critic = None if self.config["self_token_critic"] else self.critic
-        config = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "phenaki": self.config,
-            "maskgit": self.maskgit.config,
-            "critic": None if critic is None else getattr(critic, "config", None),
-            "tokenizer": {"folder": str(source.resolve()), "sha256": file_sha256(weights)},
-        }
-        write_config(folder / CONFIG_NAME, config)
-        self.tokenizer_folder = source.resolve()
-        return folder
+        `tokenizer`: the folder the tokenizer was saved to (`CViViT.save_pretrained`), recorded
+        with the SHA-256 of its weights (default: the one this model was loaded with, if any)."""
+        if tokenizer is not None:
+            folder = Path(tokenizer)
+            self.tokenizer_sha256 = tokenizer_digest(folder)
+            self.tokenizer_folder = folder.resolve()
+        return super().save_pretrained(save_directory, **kwargs)
 
     @classmethod
     @typechecked
-    def from_pretrained(
+    def from_pretrained(  # type: ignore[override]
         cls,
-        folder: str | os.PathLike[str],
+        pretrained_model_name_or_path: str | os.PathLike[str],
         *,
         tokenizer: str | os.PathLike[str] | None = None,
         text_encoder: Any = None,
+        **kwargs: Any,
     ) -> Phenaki:
-        """Rebuild a Phenaki saved by `save_pretrained`: the tokenizer from the recorded folder (or
-        `tokenizer`), whose weights must have the recorded SHA-256, then MaskGit and the critic."""
-        from safetensors.torch import load_file
+        """The Phenaki saved in a folder or a Hub repo (`mp_layers.hub.HubModel`), also one
+        written by phenaki 0.1.0 (whose tokenizer is read from the recorded folder).
 
-        folder = Path(folder)
-        config_path = folder / CONFIG_NAME
-        if not config_path.is_file() or not (folder / WEIGHTS_NAME).is_file():
-            raise ValueError(
-                f"folder: expected a Phenaki folder with {CONFIG_NAME} and {WEIGHTS_NAME}, got "
-                f"{folder}"
-            )
-        data = json.loads(config_path.read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT:
-            raise ValueError(
-                f"{config_path}: expected format {FORMAT!r}, got {data.get('format')!r}"
-            )
-        source = Path(tokenizer) if tokenizer is not None else Path(data["tokenizer"]["folder"])
-        weights = source / TOKENIZER_WEIGHTS
-        if not weights.is_file():
-            raise ValueError(f"tokenizer: expected {weights} to exist (recorded in {config_path})")
-        digest = file_sha256(weights)
-        if digest != data["tokenizer"]["sha256"]:
-            raise ValueError(
-                f"tokenizer {weights}: expected SHA-256 {data['tokenizer']['sha256']} (recorded "
-                f"in {config_path}), got {digest}: not the tokenizer this model was trained on"
-            )
-        critic = TokenCritic(**data["critic"]) if data["critic"] is not None else None
-        model = cls(
-            maskgit=MaskGit(**data["maskgit"]),
-            cvivit=CViViT.from_pretrained(source, use_vgg_and_gan=False),
-            critic=critic,
-            text_encoder=text_encoder,
-            **data["phenaki"],
+        `tokenizer`: a tokenizer folder to use instead, whose weights must have the SHA-256 the
+        folder records; `text_encoder`: as `Phenaki`'s (never saved); other keywords as
+        `HubModel.from_pretrained` (`map_location`, `revision`, `cache_dir`, parts, arguments)."""
+        hub = ("revision", "cache_dir", "force_download", "local_files_only", "token")
+        folder = resolve_folder(
+            pretrained_model_name_or_path, **{k: kwargs[k] for k in hub if k in kwargs}
         )
-        load_state_checked(model, load_file(folder / WEIGHTS_NAME), str(folder / WEIGHTS_NAME))
-        model.tokenizer_folder = source.resolve()
+        config_path = folder / CONFIG_NAME
+        config = (
+            json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+        )
+        recorded = recorded_tokenizer(config) if isinstance(config, dict) else None
+        if tokenizer is not None:
+            sha256 = None if recorded is None else recorded["sha256"]
+            kwargs["cvivit"] = checked_tokenizer(Path(tokenizer), sha256, config_path)
+            recorded = {
+                "folder": str(Path(tokenizer).resolve()),
+                "sha256": tokenizer_digest(Path(tokenizer)),
+            }
+        model = super().from_pretrained(folder, text_encoder=text_encoder, **kwargs)
+        if recorded is not None:
+            model.tokenizer_folder = Path(recorded["folder"])
+            model.tokenizer_sha256 = recorded["sha256"]
+        return model
+
+    @classmethod
+    def _hub_load_legacy(
+        cls, folder: Path, config: dict[str, Any], kwargs: dict[str, Any]
+    ) -> Phenaki | None:
+        """A folder written by phenaki 0.1.0 (`phenaki.pretrained.load_v010`)."""
+        model: Phenaki | None = load_v010(cls, folder, config, kwargs)
         return model

@@ -16,7 +16,6 @@ sampling, and `interpolate` starts at step t, takes the condition and maps to an
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,7 +37,7 @@ from video_ddpm.conditioning import (
 )
 from video_ddpm.forward_process import GaussianForwardProcess
 from video_ddpm.sampling import SAMPLER_FUNCTIONS, check_sampler_options, sample_ddim, sample_ddpm
-from video_ddpm.saving import read_folder, write_folder
+from video_ddpm.saving import PretrainedMixin
 from video_ddpm.schedules import BETA_SCHEDULES, SCHEDULES, alphas_cumprod_at, check_timesteps
 from video_ddpm.tensor_utils import (
     normalize_to_neg_one_to_one,
@@ -53,7 +52,7 @@ OBJECTIVES = ("pred_noise", "pred_x0", "pred_v")
 LOSS_TYPES = ("l1", "l2")
 
 
-class GaussianDiffusion(GaussianForwardProcess):
+class GaussianDiffusion(GaussianForwardProcess, PretrainedMixin):
     """Gaussian diffusion around a video denoiser (Ho et al. 2022).
 
     `denoise_fn(x, time, cond=None, null_cond_prob=0., **kwargs)` maps noisy videos `(b, c, f, h, w)`
@@ -66,6 +65,10 @@ class GaussianDiffusion(GaussianForwardProcess):
     `bert-base-cased`, created on first use when `denoise_fn.use_bert_text_cond`), a model name
     or path (a `video_ddpm.text.TextEncoder`, pooled with "cls" when `text_use_bert_cls`, else
     "mean"), or any callable `encoder(texts, device=...) -> (b, dim)`.
+
+    `save_pretrained(folder)` / `from_pretrained(folder_or_repo_id)` / `push_to_hub(repo_id)`
+    (`video_ddpm.saving.PretrainedMixin`, on `mp_layers.hub`): the network is saved in the
+    subfolder `denoise_fn/`; 0.1.0 folders load.
     """
 
     @typechecked
@@ -123,20 +126,6 @@ class GaussianDiffusion(GaussianForwardProcess):
             self.text_encoder_name = os.fspath(text_encoder)
         else:
             self._text_slot.encoder = text_encoder
-
-    @classmethod
-    def from_pretrained(
-        cls, folder: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
-    ) -> GaussianDiffusion:
-        """`video_ddpm.load_pretrained`: a model saved by `save_pretrained`, `video-ddpm train`
-        (a run's checkpoint folder holds weights, its run folder `config.json`) or converted from
-        the reference by `video-ddpm convert`."""
-        # a GaussianDiffusion, as in 0.1.0 (also when called on a subclass)
-        return read_folder(GaussianDiffusion, folder, map_location=map_location)
-
-    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
-        """`video_ddpm.save_pretrained(self, folder)`: `model.safetensors` + `config.json`."""
-        return write_folder(self, folder)
 
     @property
     def config(self) -> dict[str, Any]:

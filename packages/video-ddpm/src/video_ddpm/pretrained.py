@@ -1,11 +1,11 @@
 """Save and load a `GaussianDiffusion` as safetensors + JSON, and convert reference checkpoints.
 
-A pretrained folder holds two files (the format is `video_ddpm.saving`'s):
-
-- `model.safetensors`: the `GaussianDiffusion` state dict (the network under `denoise_fn.`, plus
-  the schedule buffers `betas`, `alphas_cumprod`, ...), weights only;
-- `config.json`: `{"format": "video-ddpm", "version": 1, "unet": net.config, "diffusion":
-  model.config}`, enough to rebuild the modules before the weights are loaded.
+`save_pretrained(model, folder)` / `load_pretrained(folder_or_repo_id)` are
+`model.save_pretrained(folder)` / `GaussianDiffusion.from_pretrained(...)` (`mp_layers.hub`; the
+formats are `video_ddpm.saving`'s): a folder holds `config.json` (the diffusion's config),
+`model.safetensors` (the schedule buffers), `README.md` and the network's own folder
+`denoise_fn/` (`config.json` + `model.safetensors`). Folders of 0.1.0 (`{"format": "video-ddpm",
+"version": 1, "unet", "diffusion"}` + one `model.safetensors`) still load.
 
 `convert_reference_checkpoint` reads a `model-N.pt` written by the `Trainer` of
 video-diffusion-pytorch 0.6.1 / 0.7.0 (`{"step", "model", "ema", "scaler"}`) with
@@ -34,7 +34,7 @@ from video_ddpm.saving import CONFIG_NAME as CONFIG_NAME
 from video_ddpm.saving import FORMAT as FORMAT
 from video_ddpm.saving import FORMAT_VERSION as FORMAT_VERSION
 from video_ddpm.saving import WEIGHTS_NAME as WEIGHTS_NAME
-from video_ddpm.saving import PathLike, build_from_config, read_folder, write_folder
+from video_ddpm.saving import PathLike, build_from_config
 from video_ddpm.schedules import cosine_beta_schedule
 from video_ddpm.unet import Unet3D
 
@@ -49,22 +49,24 @@ REFERENCE_KEYS = ("step", "model", "ema", "scaler")
 
 @typechecked
 def save_pretrained(model: GaussianDiffusion, folder: PathLike) -> Path:
-    """Write `model` (a `GaussianDiffusion` around a `Unet3D`) to `folder` (created if needed).
+    """Write `model` (a `GaussianDiffusion` around a `Unet3D`) to `folder` (created if needed):
+    `model.save_pretrained(folder)`.
 
-    Files: `model.safetensors` (the state dict: `denoise_fn.*` and the schedule buffers) and
-    `config.json` (`{"format", "version", "unet", "diffusion"}`). Each file is written to a
-    temporary name and renamed, so a crash never leaves a half-written file. A text encoder
-    passed as an object is not saved (a name or path given as `text_encoder` is, in the config).
-    Returns the folder.
+    Files: `config.json` (the diffusion's config and `_parts`), `model.safetensors` (the schedule
+    buffers), `README.md` and `denoise_fn/` (the network's `config.json` + `model.safetensors`).
+    Each file is written to a temporary name and renamed, so a crash never leaves a half-written
+    file. A text encoder passed as an object is not saved (a name or path given as
+    `text_encoder` is, in the config). Returns the folder.
     """
-    return write_folder(model, folder)
+    model.save_pretrained(folder)
+    return Path(folder)
 
 
 def model_from_config(config: dict[str, Any]) -> GaussianDiffusion:
     """A fresh `GaussianDiffusion` from a config (`{"unet": ..., "diffusion": ...}`, as
-    `save_pretrained` and `video-ddpm train` write it). A text-conditional run's config also says
-    `"cond": "text"` and names its encoder in `"text_encoder"` (None: the default offline
-    all-MiniLM-L6-v2); that encoder is attached, to be loaded on first use."""
+    0.1.0's `save_pretrained` and `video-ddpm train` write it). A text-conditional run's config
+    also says `"cond": "text"` and names its encoder in `"text_encoder"` (None: the default
+    offline all-MiniLM-L6-v2); that encoder is attached, to be loaded on first use."""
     return build_from_config(GaussianDiffusion, config)
 
 
@@ -72,13 +74,14 @@ def model_from_config(config: dict[str, Any]) -> GaussianDiffusion:
 def load_pretrained(
     folder: PathLike, *, map_location: str | torch.device = "cpu"
 ) -> GaussianDiffusion:
-    """Rebuild a `GaussianDiffusion` from a `save_pretrained` folder and load its weights strictly.
+    """Rebuild a `GaussianDiffusion` from a `save_pretrained` folder (or a Hub repo id, or a
+    0.1.0 folder) and load its weights strictly: `GaussianDiffusion.from_pretrained(folder)`.
 
     Returns the model on `map_location`, in eval mode. ValueError when a file is missing, the
     config is not a video-ddpm config, or the weights do not fit it (the message lists the
     missing, unexpected and mis-shaped keys).
     """
-    return read_folder(GaussianDiffusion, folder, map_location=map_location)
+    return GaussianDiffusion.from_pretrained(folder, map_location=map_location)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -89,7 +89,9 @@ class ResumableBatchSampler:
                 start = b * global_batch + self.rank * self.batch_size
                 indices = order[start : start + self.batch_size].tolist()
                 if self.with_epochs:
-                    yield list(zip(passes[start : start + self.batch_size].tolist(), indices))
+                    yield list(
+                        zip(passes[start : start + self.batch_size].tolist(), indices, strict=True)
+                    )
                 else:
                     yield indices
             epoch, index = epoch + 1, 0

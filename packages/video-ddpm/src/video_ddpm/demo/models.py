@@ -104,12 +104,27 @@ def sampling_model(
 def load_run_model(
     path: str | Path, *, ema: bool
 ) -> tuple[GaussianDiffusion, Path, dict[str, Any]]:
-    """The model of a run, checkpoint or converted-model folder (`path`), with its EMA weights
-    (`ema`) or the raw ones, in eval mode; also the checkpoint it read and the run config."""
+    """The model of a run, checkpoint or model folder (`path`), with its EMA weights (`ema`) or
+    the raw ones, in eval mode; also the checkpoint it read and the run config.
+
+    A run's checkpoint is rebuilt from the run's `config.json` and loaded (verified against its
+    `state.json`); a `save_pretrained` folder (or one `video-ddpm convert` wrote) is loaded by
+    `GaussianDiffusion.from_pretrained`, its config given in the run config's layout (no `cond`:
+    sampled without a condition, as a 0.1.0 folder was)."""
     from mp_layers.training import find_run_config, load_model_weights, resolve_checkpoint
 
     checkpoint = resolve_checkpoint(path)
-    _, config = find_run_config(checkpoint, CONFIG_FILE)
+    folder, config = find_run_config(checkpoint, CONFIG_FILE)
+    if "_class_name" in config:  # a HubModel folder: its weights are split into parts
+        model = GaussianDiffusion.from_pretrained(folder)
+        net = cast(Unet3D, model.denoise_fn)
+        config = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "unet": net.config,
+            "diffusion": model.config,
+        }
+        return model, checkpoint, config
     model = model_from_config(config)
     load_model_weights(model, checkpoint, ema=ema)
     model.eval()
