@@ -149,6 +149,24 @@ def test_loads_a_0_1_0_folder_bit_for_bit(load: Any) -> None:
     assert torch.equal(sample, expected["sample"])
 
 
+def test_a_0_1_0_folder_loads_its_weights_bit_for_bit() -> None:
+    """The committed 0.1.0 folder rebuilds its model: every saved tensor, the config it says."""
+    from safetensors.torch import load_file
+
+    folder = FIXTURES / "gaussian_diffusion"
+    saved = load_file(folder / "model.safetensors")
+    config = json.loads((folder / "config.json").read_text())
+    for load in (load_pretrained, GaussianDiffusion.from_pretrained):
+        model = load(folder)
+        assert not model.training
+        assert model.config == config["diffusion"]
+        assert model.denoise_fn.config == config["unet"]
+        state = model.state_dict()
+        assert state.keys() == saved.keys()
+        for name, tensor in saved.items():
+            assert torch.equal(state[name], tensor), name
+
+
 def test_save_overwrites_without_leftovers(tmp_path: Path) -> None:
     save_pretrained(_diffusion("group", seed=1), tmp_path)
     second = _diffusion("rms", seed=3)
@@ -235,7 +253,7 @@ def test_load_rejects_foreign_or_invalid_configs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="format 'video-ddpm'"):
         load_pretrained(tmp_path)
     path.write_text(json.dumps({**config, "_class_name": "UNet2DModel", "_library": "diffusers"}))
-    with pytest.raises(ValueError, match="holds a UNet2DModel .*not a GaussianDiffusion"):
+    with pytest.raises(ValueError, match=r"holds a UNet2DModel .*not a GaussianDiffusion"):
         load_pretrained(tmp_path)
     path.write_text(json.dumps({**config, "num_frames": "2"}))
     with pytest.raises(ValueError, match=r"invalid config.*num_frames"):
