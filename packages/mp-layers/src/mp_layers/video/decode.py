@@ -15,7 +15,7 @@ import numpy as np
 
 from mp_layers.typecheck import typechecked
 from mp_layers.video.io import _decoding, _frame_files
-from mp_layers.video.probe import VideoProbe
+from mp_layers.video.probe import VideoProbe, open_container
 
 try:
     import av
@@ -59,7 +59,7 @@ def _convert(
 
 
 def _decode_container(
-    file: Path,
+    source: Path | bytes,
     probe: VideoProbe,
     wanted: np.ndarray,
     resize: tuple[int, int] | None,
@@ -70,7 +70,7 @@ def _decode_container(
     found: dict[int, np.ndarray] = {}
     last = int(wanted[-1])
     keep = set(wanted.tolist())
-    with av.open(str(file)) as container:
+    with open_container(source) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = threads
         if threads != 1:
@@ -100,40 +100,44 @@ def _decode_container(
 
 @typechecked
 def decode_frames(
-    path: str | os.PathLike[str],
+    source: str | os.PathLike[str] | bytes,
     probe: VideoProbe,
     indices: np.ndarray,
     *,
     resize: tuple[int, int] | None = None,
     crop: tuple[int, int, int, int] | None = None,
     threads: int = 0,
+    name: str | None = None,
 ) -> np.ndarray:
-    """The frames `indices` of the video at `path` as uint8 RGB `(len(indices), h, w, 3)`.
+    """The frames `indices` of a video as uint8 RGB `(len(indices), h, w, 3)`.
 
     Args:
-        path: a video file or frame folder, probed as `probe` (`probe_video(path)`).
+        source: a video file, frame folder or the bytes of a video file, probed as `probe`
+            (`probe_video(source)`).
         indices: int `(n,)` frame positions in decoded order, any order, repeats allowed.
         resize: `(height, width)` to scale every kept frame to (swscale's area filter, during
             the colour conversion); None keeps the decoded size.
         crop: `(top, left, height, width)` cut out of the (resized) frame; None keeps it whole.
         threads: decoder threads (0: FFmpeg picks; 1 in DataLoader workers, which already run in
             parallel).
+        name: what errors call the video (default: the path, or "<bytes>").
 
     Seeks to the keyframe at or before the first frame wanted and decodes forward to the last
     one; if the seek lands late (a damaged index), decodes again from the start. A frame that
     still cannot be decoded raises `ValueError` naming the file and the frame.
     """
-    file = Path(path)
+    file: Path | bytes = source if isinstance(source, bytes) else Path(source)
+    label = name or (str(file) if isinstance(file, Path) else "<bytes>")
     indices = np.asarray(indices, dtype=np.int64)
     if indices.ndim != 1 or len(indices) == 0:
         raise ValueError(f"indices: expected a non-empty 1-d array, got shape {indices.shape}")
     if indices.min() < 0 or indices.max() >= probe.num_frames:
         raise ValueError(
             f"indices: expected frame positions in [0, {probe.num_frames}), got "
-            f"[{indices.min()}, {indices.max()}] for {file}"
+            f"[{indices.min()}, {indices.max()}] for {label}"
         )
     wanted = np.unique(indices)
-    if file.is_dir():
+    if isinstance(file, Path) and file.is_dir():
         frames = _frame_files(file)
         found = {}
         for position in wanted.tolist():
@@ -144,12 +148,12 @@ def decode_frames(
                 found[position] = _crop(np.asarray(rgb), crop)
     else:
         found = _decoding(
-            file, lambda: _decode_container(file, probe, wanted, resize, crop, threads)
+            label, lambda: _decode_container(file, probe, wanted, resize, crop, threads)
         )
     missing = [p for p in wanted.tolist() if p not in found]
     if missing:
         raise ValueError(
-            f"cannot decode video {file}: frames {missing[:5]} of {probe.num_frames} were not "
+            f"cannot decode video {label}: frames {missing[:5]} of {probe.num_frames} were not "
             "returned by the decoder (a truncated file?)"
         )
     return np.stack([found[p] for p in indices.tolist()])

@@ -85,6 +85,94 @@ def check_clip_options(
     return size
 
 
+class ClipMaker:
+    """Plans and decodes the clips of one video for `VideoFolder` and `VideoShards`: the clip
+    settings those datasets share, checked once."""
+
+    def __init__(
+        self,
+        *,
+        image_size: int | tuple[int, int],
+        num_frames: int,
+        frame_stride: int,
+        fps: float | None,
+        clips_per_video: int | Literal["all"],
+        sampling: str,
+        crop: str,
+        random_flip: bool,
+        channels: int,
+    ) -> None:
+        self.size = check_clip_options(image_size, frame_stride, fps, crop)
+        step = 1 if fps is not None else frame_stride
+        self.spec = ClipSpec(num_frames, step, clips_per_video, sampling)  # type: ignore[arg-type]
+        if channels not in (1, 3) or isinstance(channels, bool):
+            raise ValueError(f"channels: expected 1 or 3, got {channels!r}")
+        self.fps, self.frame_stride, self.crop = fps, frame_stride, crop
+        self.random_flip, self.channels = random_flip, channels
+
+    def timeline(self, probe: VideoProbe) -> np.ndarray:
+        """The frame positions a clip steps through (see `mp_layers.video.clips`)."""
+        if self.fps is None:
+            return np.arange(probe.num_frames, dtype=np.int64)
+        return fps_timeline(probe.seconds, self.fps)
+
+    def plan(
+        self,
+        probe: VideoProbe,
+        clip: int,
+        count: int,
+        start_rng: np.random.Generator,
+        augment_rng: np.random.Generator,
+    ) -> dict[str, Any]:
+        """Clip `clip` of `count` of a video: `frame_indices` int64 `(num_frames,)`, `resize`
+        (the size frames are scaled to), `crop` (top, left, height, width), `flip` and `fps`
+        (of the clip as sampled). `start_rng` draws the start, `augment_rng` the crop and flip."""
+        timeline = self.timeline(probe)
+        start = self.spec.start(len(timeline), clip, count, start_rng)
+        resize = cover_size(probe.height, probe.width, self.size)
+        spare_h, spare_w = resize[0] - self.size[0], resize[1] - self.size[1]
+        if self.crop == "random":
+            top = int(augment_rng.integers(0, spare_h + 1))
+            left = int(augment_rng.integers(0, spare_w + 1))
+        else:
+            top, left = spare_h // 2, spare_w // 2
+        flip = bool(augment_rng.random() < 0.5) if self.random_flip else False
+        return {
+            "frame_indices": self.spec.positions(timeline, start),
+            "resize": resize,
+            "crop": (top, left, *self.size),
+            "flip": flip,
+            "fps": float(self.fps) if self.fps is not None else probe.fps / self.frame_stride,
+        }
+
+    def item(
+        self, data: Path | bytes, probe: VideoProbe, plan: dict[str, Any], *, text: str, source: str
+    ) -> dict[str, Any]:
+        """Decode the clip `plan` of the video `data` (a file, frame folder or file bytes) into
+        a dataset item (see `VideoFolder`); `source` names it in the item and in errors."""
+        frames = decode_frames(
+            data,
+            probe,
+            plan["frame_indices"],
+            resize=plan["resize"],
+            crop=plan["crop"],
+            threads=1 if get_worker_info() is not None else 0,
+            name=source,
+        )
+        video = torch.from_numpy(frames).permute(3, 0, 1, 2).float().div_(255.0)
+        if plan["flip"]:
+            video = video.flip(-1)
+        return {
+            "video": to_channels(video, self.channels).contiguous(),
+            "label": -1,
+            "shape": -1,
+            "text": text,
+            "source": source,
+            "frame_indices": torch.from_numpy(plan["frame_indices"]),
+            "fps": plan["fps"],
+        }
+
+
 class VideoFolder(Dataset[dict[str, Any]]):
     """Fixed-size training clips from the videos found recursively under `root`.
 
@@ -142,20 +230,20 @@ class VideoFolder(Dataset[dict[str, Any]]):
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f"root: expected an existing folder, got {self.root}")
-        self.size = check_clip_options(image_size, frame_stride, fps, crop)
-        self.image_size, self.frame_stride, self.fps, self.crop = (
-            image_size,
-            frame_stride,
-            fps,
-            crop,
+        self.maker = ClipMaker(
+            image_size=image_size,
+            num_frames=num_frames,
+            frame_stride=frame_stride,
+            fps=fps,
+            clips_per_video=clips_per_video,
+            sampling=sampling,
+            crop=crop,
+            random_flip=random_flip,
+            channels=channels,
         )
-        self.num_frames = check_int("num_frames", num_frames)
-        self.spec = ClipSpec(
-            num_frames, 1 if fps is not None else frame_stride, clips_per_video, sampling
-        )
-        if channels not in (1, 3) or isinstance(channels, bool):
-            raise ValueError(f"channels: expected 1 or 3, got {channels!r}")
-        self.channels, self.random_flip, self.seed = channels, random_flip, seed
+        self.spec, self.size = self.maker.spec, self.maker.size
+        self.image_size, self.num_frames, self.frame_stride = image_size, num_frames, frame_stride
+        self.fps, self.channels, self.random_flip, self.seed = fps, channels, random_flip, seed
         self.pad_short, self.skip_undecodable = pad_short, skip_undecodable
         self.extensions = _check_extensions(extensions)
         self.epoch = 0
@@ -173,9 +261,7 @@ class VideoFolder(Dataset[dict[str, Any]]):
         warnings.warn(f"skipping undecodable video: {error}", stacklevel=3)
 
     def _timeline_length(self, probe: VideoProbe) -> int:
-        if self.fps is None:
-            return probe.num_frames
-        return len(fps_timeline(probe.seconds, self.fps))
+        return len(self.maker.timeline(probe))
 
     def _index(self, files: list[Path]) -> None:
         kept, probes = [], []
@@ -247,64 +333,24 @@ class VideoFolder(Dataset[dict[str, Any]]):
         return video, index - int(self._clip_offsets[video])
 
     def plan(self, index: int, epoch: int | None = None) -> dict[str, Any]:
-        """What item `index` of `epoch` (default: the current one) holds, without decoding:
-        `video`, `frame_indices`, `resize` (the size frames are scaled to), `crop` (top, left,
-        height, width) and `flip`."""
+        """What item `index` of `epoch` (default: the current one) holds, without decoding
+        (`ClipMaker.plan`: `frame_indices`, `resize`, `crop`, `flip`, `fps`) plus `video`."""
         epoch = self.epoch if epoch is None else epoch
         video, clip = self.locate(index)
-        probe = self.probe(video)
-        if self.fps is None:
-            timeline = np.arange(probe.num_frames, dtype=np.int64)
-        else:
-            timeline = fps_timeline(probe.seconds, self.fps)
         count = int(self._clip_offsets[video + 1] - self._clip_offsets[video])
-        whole_video = self.spec.clips_per_video == "all"
-        start_rng = item_rng(
-            self.seed, epoch, video if whole_video else index, 1 if whole_video else 0
+        whole = self.spec.clips_per_video == "all"  # one random shift for all clips of a video
+        start_rng = item_rng(self.seed, epoch, video if whole else index, 1 if whole else 0)
+        plan = self.maker.plan(
+            self.probe(video), clip, count, start_rng, item_rng(self.seed, epoch, index, 2)
         )
-        start = self.spec.start(len(timeline), clip, count, start_rng)
-        augment = item_rng(self.seed, epoch, index, 2)
-        resize = cover_size(probe.height, probe.width, self.size)
-        spare_h, spare_w = resize[0] - self.size[0], resize[1] - self.size[1]
-        if self.crop == "random":
-            top, left = int(augment.integers(0, spare_h + 1)), int(augment.integers(0, spare_w + 1))
-        else:
-            top, left = spare_h // 2, spare_w // 2
-        flip = bool(augment.random() < 0.5) if self.random_flip else False
-        return {
-            "video": video,
-            "frame_indices": self.spec.positions(timeline, start),
-            "resize": resize,
-            "crop": (top, left, *self.size),
-            "flip": flip,
-            "fps": float(self.fps) if self.fps is not None else probe.fps / self.frame_stride,
-        }
+        return {"video": video, **plan}
 
     def _load(self, index: int) -> dict[str, Any]:
         plan = self.plan(index)
         file = Path(self._paths[plan["video"]])
-        frames = decode_frames(
-            file,
-            self.probe(plan["video"]),
-            plan["frame_indices"],
-            resize=plan["resize"],
-            crop=plan["crop"],
-            threads=1 if get_worker_info() is not None else 0,
-        )
-        video = torch.from_numpy(frames).permute(3, 0, 1, 2).float().div_(255.0)
-        if plan["flip"]:
-            video = video.flip(-1)
         caption = file.with_suffix(".txt")
         text = caption.read_text(encoding="utf-8").strip() if caption.is_file() else ""
-        return {
-            "video": to_channels(video, self.channels).contiguous(),
-            "label": -1,
-            "shape": -1,
-            "text": text,
-            "source": str(file),
-            "frame_indices": torch.from_numpy(plan["frame_indices"]),
-            "fps": plan["fps"],
-        }
+        return self.maker.item(file, self.probe(plan["video"]), plan, text=text, source=str(file))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):

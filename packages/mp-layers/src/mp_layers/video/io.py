@@ -52,7 +52,7 @@ def _frame_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
-def _decoding(path: Path, decode: Callable[[], _T]) -> _T:
+def _decoding(path: Path | str, decode: Callable[[], _T]) -> _T:
     """Run `decode`, turning any decoder failure into a ValueError that names the file."""
     try:
         return decode()

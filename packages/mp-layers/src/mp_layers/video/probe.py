@@ -12,6 +12,7 @@ a time base of `1 / FRAME_FOLDER_FPS` seconds.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -30,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "mp_layers.video needs the video extra: pip install 'mp-layers[video]'"
     ) from exc
 
-__all__ = ["FRAME_FOLDER_FPS", "VideoProbe", "probe_video"]
+__all__ = ["FRAME_FOLDER_FPS", "VideoProbe", "open_container", "probe_video"]
 
 FRAME_FOLDER_FPS = 25.0
 
@@ -80,8 +81,13 @@ def _probe_folder(folder: Path) -> VideoProbe:
     return VideoProbe(pts, Fraction(1) / Fraction(FRAME_FOLDER_FPS), width, height, False)
 
 
-def _probe_container(file: Path) -> VideoProbe:
-    with av.open(str(file)) as container:
+def open_container(source: Path | bytes) -> av.container.InputContainer:
+    """A PyAV input container over a file or the bytes of one (a shard member)."""
+    return av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source))
+
+
+def _probe_container(source: Path | bytes) -> VideoProbe:
+    with open_container(source) as container:
         if not container.streams.video:
             raise ValueError("the file has no video stream")
         stream = container.streams.video[0]
@@ -109,10 +115,13 @@ def _probe_container(file: Path) -> VideoProbe:
 
 
 @typechecked
-def probe_video(path: str | os.PathLike[str]) -> VideoProbe:
-    """Probe a video file or frame folder (see the module docstring). A file that cannot be
-    opened or demuxed, or has no video stream or no frames, raises `ValueError` naming it."""
-    file = _check_path(path, VIDEO_SUFFIXES)
+def probe_video(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> VideoProbe:
+    """Probe a video file, frame folder or the bytes of a video file (see the module
+    docstring). A video that cannot be opened or demuxed, or has no video stream or no frames,
+    raises `ValueError` naming it (`name` names bytes; default "<bytes>")."""
+    if isinstance(source, bytes):
+        return _decoding(name or "<bytes>", lambda: _probe_container(source))
+    file = _check_path(source, VIDEO_SUFFIXES)
     if file.is_dir():
         return _probe_folder(file)
     return _decoding(file, lambda: _probe_container(file))
