@@ -10,8 +10,8 @@ A run folder holds `config.json` (network, diffusion, conditioning), `checkpoint
 `metrics.csv`, `loss.png` and `samples.gif` (one row per prompt or class).
 
 This module only turns flags into settings (`video_ddpm.demo.TrainSettings`, `SampleSettings`)
-and calls the demo's steps (`video_ddpm.demo`: build the data and the model, fit, evaluate,
-report) or `convert_reference_checkpoint`.
+and calls the demo's steps (`video_ddpm.demo`: the run's `TrainJob`, fitted by the shared
+`mp_layers.training.run_train_job`, its report, sampling) or `convert_reference_checkpoint`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,11 @@ from video_ddpm.demo import (
     CONDITIONS,
     SampleSettings,
     TrainSettings,
-    build_data,
-    build_model,
     evaluate,
-    fit,
     load_run_model,
-    make_run_config,
+    report_run,
     report_sampling,
-    report_training,
-    sampling_model,
-    write_run_config,
+    train_job,
 )
 from video_ddpm.demo import CONFIG_FILE as CONFIG_FILE
 from video_ddpm.demo import DEFAULT_PROMPTS as DEFAULT_PROMPTS
@@ -140,15 +136,9 @@ def _train_settings(args: argparse.Namespace) -> TrainSettings:
 
 def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """`video-ddpm train`: returns a summary dict (also printed)."""
-    from mp_layers.training import parse_train_args, trainer_config_from_args
+    from mp_layers.training import parse_train_args, run_train_job, trainer_config_from_args
 
     args = parse_train_args(argv, parser=_train_parser())
-    settings = _train_settings(args)
-    out = Path(args.out)
-    data = build_data(settings)
-    model = build_model(settings)
-    run_config = make_run_config(model, settings)
-    write_run_config(out, run_config)
     trainer_config = trainer_config_from_args(
         args,
         ema_beta=args.ema_beta,
@@ -157,16 +147,7 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
         progress_bar=not args.no_progress,
         sample_every=0,
     )
-    trainer, result, summary = fit(model, data, settings, trainer_config, resume=args.resume)
-    if not trainer.accelerator.is_main_process:
-        return summary
-    assert result.checkpoint is not None  # fit ends with a checkpoint
-    sampler = sampling_model(
-        run_config,
-        result.checkpoint,
-        text_encoder=model.text_encoder,  # the loaded encoder and its cache are reused
-        device=trainer.accelerator.device,
-    )
+    job = train_job(_train_settings(args), trainer_config)
     sampling = SampleSettings(
         prompts=args.prompts,
         per_row=args.num_per_row,
@@ -175,8 +156,8 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
         guidance=args.guidance,
         seed=args.seed,
     )
-    report, seconds = evaluate(sampler, run_config, out / "samples.gif", sampling)
-    return report_training(result, summary, out, report=report, sample_seconds=seconds)
+    report = partial(report_run, job=job, sampling=sampling)
+    return run_train_job(job, resume=args.resume, report=report)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from video_ddpm.demo.evaluation import Report
-
-if TYPE_CHECKING:
-    from mp_layers.training import FitResult
 
 __all__ = ["print_quality", "report_sampling", "report_training"]
 
@@ -28,24 +25,11 @@ def print_quality(report: Report, summary: dict[str, Any]) -> None:
 
 
 def report_training(
-    result: FitResult,
-    summary: dict[str, Any],
-    out: Path,
-    *,
-    report: Report,
-    sample_seconds: float,
+    summary: dict[str, Any], out: Path, *, report: Report, sample_seconds: float
 ) -> dict[str, Any]:
-    """Complete `summary` (of `fit`) with the run's files and figures, print it, and return it."""
-    from mp_layers.training import print_fit
-
-    summary.update(
-        checkpoint=str(result.checkpoint),
-        samples=str(out / "samples.gif"),
-        loss_plot=str(out / "loss.png"),
-        sample_seconds=sample_seconds,
-        final_loss=result.losses[-1] if result.losses else None,
-    )
-    print_fit(result, summary, out)
+    """Complete `summary` (of `run_train_job`, printed by it) with the sample sheet of the run
+    and its figures, print them, and return it."""
+    summary.update(samples=str(out / "samples.gif"), sample_seconds=sample_seconds)
     print(
         f"samples: {out / 'samples.gif'} (one row per prompt/class), loss plot: {out / 'loss.png'}"
     )

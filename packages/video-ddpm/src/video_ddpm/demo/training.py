@@ -1,5 +1,7 @@
-"""Training of a demo run: the run config on disk, then the shared `mp_layers.training.Trainer`
-(Adam, a linear learning-rate warm-up, EMA weights, checkpoints, metrics, loss plot)."""
+"""Training of a demo run on the shared train-command skeleton (`mp_layers.training.TrainJob`,
+`run_train_job`): the run's `TrainJob` (data, a fresh model, Adam with a linear learning-rate
+warm-up, the run config) and what the run reports once fitted (a sample sheet of the EMA weights
+and its quality figures)."""
 
 from __future__ import annotations
 
@@ -10,49 +12,72 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mp_layers.pretrained import write_config
-from video_ddpm.demo.config import CONFIG_FILE, TrainSettings
-from video_ddpm.demo.data import make_loss_fn
+from video_ddpm.demo.config import CONFIG_FILE, SampleSettings, TrainSettings
+from video_ddpm.demo.data import build_data, make_loss_fn
+from video_ddpm.demo.evaluation import evaluate
+from video_ddpm.demo.models import build_model, make_run_config, sampling_model
+from video_ddpm.demo.report import report_training
 from video_ddpm.gaussian_diffusion import GaussianDiffusion
 
 if TYPE_CHECKING:
-    from mp_layers.training import FitResult, Trainer, TrainerConfig
+    from mp_layers.training import FitResult, Trainer, TrainerConfig, TrainJob
 
-__all__ = ["fit", "write_run_config"]
+__all__ = ["report_run", "train_job", "write_run_config"]
 
 
 def write_run_config(out: Path, run_config: dict[str, Any]) -> None:
     """Write `out/config.json` (atomically; `out` is created), what `video-ddpm sample` rebuilds
-    the model from."""
+    the model from (`run_train_job` writes it so when a run starts)."""
     out.mkdir(parents=True, exist_ok=True)
     write_config(out / CONFIG_FILE, run_config)
 
 
-def fit(
-    model: GaussianDiffusion,
-    data: Any,
-    settings: TrainSettings,
-    config: TrainerConfig,
-    *,
-    resume: str | Path | None,
-) -> tuple[Trainer, FitResult, dict[str, Any]]:
-    """Train `model` on `data` with Adam (`settings.lr`, warmed up linearly over
-    `settings.warmup_steps`) as `config` says, resuming as `resume` says (`timed_fit`).
-
-    Returns the trainer, its `FitResult` and the summary dict `{"step", "train_seconds",
-    "time_limit_reached"}`.
-    """
-    from mp_layers.training import Trainer, timed_fit
+def train_job(settings: TrainSettings, config: TrainerConfig) -> TrainJob:
+    """The `TrainJob` of a run: its data (`build_data`), a fresh model (`build_model`) trained
+    with the loss of its conditioning, Adam (`settings.lr`, warmed up linearly over
+    `settings.warmup_steps`), the `Trainer` settings `config`, and the run config
+    (`make_run_config`, written to `config.json`)."""
+    from mp_layers.training import TrainJob
     from mp_layers.video import collate_videos
 
+    data = build_data(settings)
+    model = build_model(settings)
     warmup = max(settings.warmup_steps, 1)
-    trainer = Trainer(
+    return TrainJob(
         model=model,
         data=data,
+        loss_fn=make_loss_fn(settings.cond, settings.num_classes),
         optimizer_factory=partial(torch.optim.Adam, lr=settings.lr),
         config=config,
-        loss_fn=make_loss_fn(settings.cond, settings.num_classes),
-        lr_lambda=lambda step: min(1.0, (step + 1) / warmup),
-        collate_fn=collate_videos,
+        run_config=make_run_config(model, settings),
+        run_config_file=CONFIG_FILE,
+        trainer_kwargs={
+            "lr_lambda": lambda step: min(1.0, (step + 1) / warmup),
+            "collate_fn": collate_videos,
+        },
     )
-    result, summary = timed_fit(trainer, resume)
-    return trainer, result, summary
+
+
+def report_run(
+    trainer: Trainer,
+    result: FitResult,
+    summary: dict[str, Any],
+    *,
+    job: TrainJob,
+    sampling: SampleSettings,
+) -> None:
+    """After a run (main process, `run_train_job`'s `report`): sample a sheet with the EMA
+    weights of its last checkpoint (`samples.gif`, the trained model's text encoder and its cache
+    reused), print where it is and its quality, and add them to `summary`."""
+    assert result.checkpoint is not None  # fit ends with a checkpoint
+    model = job.model
+    assert isinstance(model, GaussianDiffusion)
+    sampler = sampling_model(
+        job.run_config,
+        result.checkpoint,
+        text_encoder=model.text_encoder,
+        device=trainer.accelerator.device,
+    )
+    out = Path(job.config.out_dir)
+    report, seconds = evaluate(sampler, job.run_config, out / "samples.gif", sampling)
+    report_training(summary, out, report=report, sample_seconds=seconds)
