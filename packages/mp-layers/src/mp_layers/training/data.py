@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from mp_layers.training.config import TrainerConfig
 from mp_layers.training.sampler import ResumableBatchSampler
@@ -63,6 +63,9 @@ def endless_batches(
             prepared.set_epoch(epoch)
             yield from accelerator.skip_first_batches(prepared, skip) if skip else prepared
             epoch, skip = epoch + 1, 0
+    if isinstance(data, IterableDataset):
+        yield from _stream_batches(data, config, start=start, collate_fn=collate_fn)
+        return
     sampler = ResumableBatchSampler(
         num_samples=len(data),
         batch_size=config.batch_size,
@@ -87,3 +90,35 @@ def endless_batches(
         generator=torch.Generator().manual_seed(config.seed + start),
     )
     yield from loader
+
+
+def _stream_batches(
+    data: IterableDataset[Any],
+    config: TrainerConfig,
+    *,
+    start: int,
+    collate_fn: Callable[[list[Any]], Any],
+) -> Iterator[Any]:
+    """Endless batches of a stream (`VideoShards`), which splits itself by process and worker.
+    Pass `p` of the stream is `set_epoch(start + p)`: a resumed run reads a fresh stream rather
+    than replaying the batches it already trained on (streams have no exact resume)."""
+    data_pass = start
+    while True:
+        if hasattr(data, "set_epoch"):
+            data.set_epoch(data_pass)
+        loader: DataLoader[Any] = DataLoader(
+            data,
+            batch_size=config.batch_size,
+            collate_fn=collate_fn,
+            num_workers=config.num_workers,
+            drop_last=True,
+            prefetch_factor=4 if config.num_workers > 0 else None,
+            worker_init_fn=seed_worker if config.num_workers > 0 else None,
+        )
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError(f"the data stream {data!r} gave no batch of {config.batch_size}")
+        data_pass += 1

@@ -27,7 +27,7 @@ from accelerate.utils import (
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader, IterableDataset, default_collate
 from tqdm.auto import tqdm
 
 from mp_layers.training import checkpoint as ckpt
@@ -97,7 +97,9 @@ class Trainer(TrainStep, TrainState):
         model: the network. Its parameters are optimised; EMA copies follow it.
         data: a map-style `Dataset` (recommended: batched by the deterministic, sharded
             `ResumableBatchSampler`, so resume is exact) or a `DataLoader` (sharded by Accelerate,
-            resumed by skipping consumed batches; exact only if its order is deterministic).
+            resumed by skipping consumed batches; exact only if its order is deterministic), or
+            an `IterableDataset` that splits itself by process and worker (`VideoShards`;
+            batched with `config.num_workers` workers; a resumed run reads a fresh stream).
         optimizer_factory: `params -> Optimizer`, e.g. `partial(torch.optim.Adam, lr=1e-3)`.
         config: a `TrainerConfig` (defaults if omitted).
         loss_fn: `loss_fn(model, batch) -> scalar tensor`; it must call `model(...)` (the
@@ -136,7 +138,7 @@ class Trainer(TrainStep, TrainState):
         self,
         *,
         model: nn.Module,
-        data: MapDataset | DataLoader[Any],
+        data: MapDataset | IterableDataset[Any] | DataLoader[Any],
         optimizer_factory: OptimizerFactory,
         config: TrainerConfig | None = None,
         loss_fn: LossFn | None = None,

@@ -36,6 +36,7 @@ from mp_layers.video.quality import (
     shape_accuracy,
 )
 from mp_layers.video.shapes import SHAPE_NAMES, MovingShapes
+from mp_layers.video.shards import VideoShards
 
 __all__ = [
     "COLOR_NAMES",
@@ -47,6 +48,7 @@ __all__ = [
     "VIDEO_SUFFIXES",
     "MovingShapes",
     "VideoFolder",
+    "VideoShards",
     "collate_videos",
     "component_areas",
     "connected_components",

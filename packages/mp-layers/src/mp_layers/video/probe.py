@@ -83,7 +83,7 @@ def _probe_folder(folder: Path) -> VideoProbe:
 
 def open_container(source: Path | bytes) -> av.container.InputContainer:
     """A PyAV input container over a file or the bytes of one (a shard member)."""
-    return av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source))
+    return av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r")
 
 
 def _probe_container(source: Path | bytes) -> VideoProbe:
