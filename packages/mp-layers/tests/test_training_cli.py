@@ -131,7 +131,7 @@ def test_make_dataset(tmp_path: Path) -> None:
     dataset = make_dataset("synthetic", image_size=16, num_frames=4, num_videos=8)
     assert len(dataset) == 8
     assert dataset[0]["video"].shape == (3, 4, 16, 16)
-    with pytest.raises(ValueError, match="expected 'synthetic' or an existing folder"):
+    with pytest.raises(ValueError, match="expected 'synthetic', an existing folder"):
         make_dataset(tmp_path / "missing", image_size=16, num_frames=4)
     with pytest.raises(ValueError, match="VideoFolder options"):
         make_dataset("synthetic", image_size=16, num_frames=4, random_flip=True)
@@ -155,3 +155,50 @@ def test_distributed_and_compile_flags(tmp_path: Path) -> None:
         parse_train_args(["--config", _toml(tmp_path, 'distributed = "zero"\n')])
     with pytest.raises(ValueError, match=r"key 'compile' expected bool"):
         parse_train_args(["--config", _toml(tmp_path, 'compile = "yes"\n')])
+
+
+def test_num_workers_and_clip_flags(tmp_path: Path) -> None:
+    from mp_layers.training.cli import data_options, default_num_workers, num_workers_from_args
+
+    args = parse_train_args([])
+    assert num_workers_from_args(args) == 0  # synthetic data lives in memory
+    assert trainer_config_from_args(args).num_workers == 0
+    assert data_options(args) == {}
+    folder = parse_train_args(["--data", str(tmp_path)])
+    assert num_workers_from_args(folder) == default_num_workers() >= 1
+    assert trainer_config_from_args(parse_train_args(["--num-workers", "3"])).num_workers == 3
+    with pytest.raises(ValueError, match="--num-workers"):
+        num_workers_from_args(parse_train_args(["--num-workers", "-1"]))
+    args = parse_train_args(
+        ["--clips-per-video", "all", "--sampling", "uniform", "--clip-fps", "12",
+         "--skip-undecodable"]
+    )  # fmt: skip
+    assert data_options(args) == {
+        "clips_per_video": "all",
+        "sampling": "uniform",
+        "fps": 12.0,
+        "skip_undecodable": True,
+    }
+    assert data_options(parse_train_args(["--clips-per-video", "4", "--frame-stride", "2"])) == {
+        "clips_per_video": 4,
+        "frame_stride": 2,
+    }
+    with pytest.raises(ValueError, match="--clips-per-video"):
+        data_options(parse_train_args(["--clips-per-video", "many"]))
+
+
+def test_make_dataset_reads_folders_and_shard_patterns(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    pytest.importorskip("webdataset")
+    from mp_layers.video import VideoFolder, VideoShards
+    from mp_layers.video.testing import write_indexed_video
+
+    write_indexed_video(tmp_path / "a.mp4", 20)
+    folder = make_dataset(tmp_path, image_size=16, num_frames=4, clips_per_video=3)
+    assert isinstance(folder, VideoFolder)
+    assert len(folder) == 3
+    shards = make_dataset(str(tmp_path / "{00000..00003}.tar"), image_size=16, num_frames=4)
+    assert isinstance(shards, VideoShards)
+    assert len(shards.shards) == 4
+    with pytest.raises(ValueError, match="shard pattern"):
+        make_dataset(tmp_path / "missing", image_size=16, num_frames=4)

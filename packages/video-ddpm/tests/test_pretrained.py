@@ -135,8 +135,13 @@ FIXTURES = Path(__file__).parent / "fixtures" / "v0_1_0"
 
 
 @pytest.mark.parametrize("load", [load_pretrained, GaussianDiffusion.from_pretrained])
-def test_loads_a_0_1_0_folder_bit_for_bit(load: Any) -> None:
-    """A folder written by 0.1.0 loads and gives the outputs 0.1.0 gave (network and sample)."""
+def test_loads_a_0_1_0_folder_and_gives_its_outputs(load: Any) -> None:
+    """A folder written by 0.1.0 loads and gives the outputs 0.1.0 gave (network and sample).
+
+    To float32 rounding, not bit for bit: the outputs were recorded on another CPU, whose
+    kernels sum in another order (1.7e-6 apart here for the same weights and code). The weights
+    themselves load bit for bit (the next test), and a save -> load round trip on one machine is
+    compared exactly in test_hub.py."""
     from safetensors.torch import load_file
 
     folder = FIXTURES / "gaussian_diffusion"
@@ -145,8 +150,8 @@ def test_loads_a_0_1_0_folder_bit_for_bit(load: Any) -> None:
     with torch.no_grad():
         net_out = model.denoise_fn(expected["x"], expected["t"])
         sample = model.sample(batch_size=1, generator=torch.Generator().manual_seed(2))
-    assert torch.equal(net_out, expected["net_out"])
-    assert torch.equal(sample, expected["sample"])
+    torch.testing.assert_close(net_out, expected["net_out"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(sample, expected["sample"], rtol=0, atol=1e-5)
 
 
 def test_a_0_1_0_folder_loads_its_weights_bit_for_bit() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ from typing import Any
 
 from mp_layers.training.config import DISTRIBUTED, MIXED_PRECISION, TrainerConfig
 from mp_layers.typecheck import typechecked
+
+SAMPLINGS = ("random", "uniform", "first")  # mp_layers.video.clips.SAMPLINGS, without its import
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,12 +38,28 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     `--distributed ddp|fsdp` (how several processes share the model; `TrainerConfig.distributed`)
     and `--compile` (`torch.compile` the model; `TrainerConfig.compile`).
 
+    Data: `--data` is 'synthetic', a folder of videos (`VideoFolder`) or a WebDataset shard
+    pattern such as `data/{00000..00009}.tar` (`VideoShards`); `--num-workers` DataLoader
+    workers (default: 0 for 'synthetic', else `default_num_workers()`); how clips are cut from
+    real videos: `--clips-per-video N|all`, `--sampling random|uniform|first`, `--frame-stride`
+    or `--clip-fps` (resample to this frame rate), `--skip-undecodable` (see `data_options`).
+
     `--resume latest` continues from the newest checkpoint whose files match the SHA-256 digests
     recorded in its `state.json`, skipping damaged ones with a warning; `--resume PATH` refuses
     a damaged checkpoint (`checkpoint.CheckpointError`, a one-line `ValueError`).
     """
     add = parser.add_argument
-    add("--data", default="synthetic", help="'synthetic' (MovingShapes) or a folder of videos")
+    add(
+        "--data",
+        default="synthetic",
+        help="'synthetic' (MovingShapes), a folder of videos, or tar shards ('d/{00000..00009}.tar')",
+    )
+    add("--num-workers", type=int, default=None, help="DataLoader workers (default: auto)")
+    add("--clips-per-video", default="1", help="clips per video: a number or 'all'")
+    add("--sampling", default="random", choices=SAMPLINGS, help="where clips start in a video")
+    add("--frame-stride", type=int, default=1, help="take every N-th frame of a video")
+    add("--clip-fps", type=float, default=None, help="resample videos to this frame rate")
+    add("--skip-undecodable", action="store_true", help="skip bad videos with a warning")
     add("--steps", type=int, default=10_000, help="optimizer steps in total")
     add("--batch-size", type=int, default=8, help="samples per step and process")
     add("--lr", type=float, default=1e-4, help="learning rate")
@@ -153,10 +172,57 @@ def _explicit_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str
     return set(vars(probe.parse_known_args(argv)[0]))
 
 
+def default_num_workers() -> int:
+    """DataLoader workers for real videos: one per CPU this process may use, less one for the
+    training loop, at least 1 and at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus - 1))
+
+
+@typechecked
+def num_workers_from_args(args: argparse.Namespace) -> int:
+    """`--num-workers`, or its default: 0 for `--data synthetic` (in memory), else
+    `default_num_workers()`."""
+    value = getattr(args, "num_workers", None)
+    if value is None:
+        return (
+            0 if str(getattr(args, "data", "synthetic")) == "synthetic" else default_num_workers()
+        )
+    if value < 0:
+        raise ValueError(f"--num-workers: expected 0 or more, got {value}")
+    return int(value)
+
+
+@typechecked
+def data_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The clip flags that differ from their defaults, as `VideoFolder`/`VideoShards` keyword
+    arguments for `make_dataset` (`--clips-per-video` -> `clips_per_video`, ...)."""
+    options: dict[str, Any] = {}
+    clips = str(getattr(args, "clips_per_video", "1"))
+    if clips != "1":
+        if clips != "all" and not (clips.isdigit() and int(clips) >= 1):
+            raise ValueError(f"--clips-per-video: expected a number >= 1 or 'all', got {clips!r}")
+        options["clips_per_video"] = clips if clips == "all" else int(clips)
+    for flag, key, default in (
+        ("sampling", "sampling", "random"),
+        ("frame_stride", "frame_stride", 1),
+        ("clip_fps", "fps", None),
+        ("skip_undecodable", "skip_undecodable", False),
+    ):
+        value = getattr(args, flag, default)
+        if value != default:
+            options[key] = value
+    return options
+
+
 @typechecked
 def trainer_config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainerConfig:
     """A `TrainerConfig` from parsed train flags; keyword `overrides` set any other field."""
     values: dict[str, Any] = {
+        "num_workers": num_workers_from_args(args),
         "out_dir": args.out,
         "steps": args.steps,
         "batch_size": args.batch_size,
@@ -184,9 +250,12 @@ def make_dataset(
     seed: int = 0,
     **folder_kwargs: Any,
 ) -> Any:
-    """`MovingShapes` for `data == 'synthetic'`, else a `VideoFolder` over the folder `data`
-    (`folder_kwargs` go to `VideoFolder`, e.g. `random_flip=True`)."""
-    from mp_layers.video import MovingShapes, VideoFolder  # the [video] extra, imported on use
+    """`MovingShapes` for `data == 'synthetic'`, a `VideoShards` stream for a shard pattern (a
+    `.tar` path, brace pattern or `::`-separated list), else a `VideoFolder` over the folder
+    `data` (`folder_kwargs` go to the dataset, e.g. `random_flip=True`, or `data_options(args)`).
+    Videos keep their channels; `channels` is MovingShapes'.
+    """
+    from mp_layers.video import MovingShapes, VideoFolder, VideoShards  # the [video] extra
 
     if str(data) == "synthetic":
         if folder_kwargs:
@@ -196,10 +265,22 @@ def make_dataset(
         return MovingShapes(
             num_videos, image_size=image_size, num_frames=num_frames, channels=channels, seed=seed
         )
+    text = str(data)
+    if ".tar" in text and not Path(text).is_dir():
+        stream_kwargs = {
+            k: v for k, v in folder_kwargs.items() if k not in ("pad_short", "extensions")
+        }
+        return VideoShards(
+            text, image_size=image_size, num_frames=num_frames, seed=seed, **stream_kwargs
+        )
     path = Path(data)
     if not path.is_dir():
-        raise ValueError(f"--data: expected 'synthetic' or an existing folder, got {str(data)!r}")
-    return VideoFolder(path, image_size=image_size, num_frames=num_frames, **folder_kwargs)
+        raise ValueError(
+            f"--data: expected 'synthetic', an existing folder or a .tar shard pattern, got {text!r}"
+        )
+    return VideoFolder(
+        path, image_size=image_size, num_frames=num_frames, seed=seed, **folder_kwargs
+    )
 
 
 @typechecked
