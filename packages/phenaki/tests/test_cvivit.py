@@ -317,7 +317,12 @@ def test_copy_for_eval_leaves_the_original_alone(tiny_features: nn.Module) -> No
 def test_save_and_load_round_trip(tmp_path: Path, tiny_features: nn.Module, lfq: bool) -> None:
     model = gan_model(tiny_features, lookup_free_quantization=lfq, image_size=(16, 8))
     folder = model.save_pretrained(tmp_path / "tok")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    # the mp_layers.hub layout: config, weights and a model card
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
     loaded = CViViT.from_pretrained(folder, vgg=tiny_features)
     assert loaded.config == model.config
     for (name, a), (_, b) in zip(
@@ -343,5 +348,8 @@ def test_loading_another_configuration_names_the_mismatches(tmp_path: Path) -> N
         other.load_state_dict(state)
     with pytest.raises(ValueError, match=r"missing: .*discr"):
         make(use_vgg_and_gan=True, perceptual_weight=0.0).load_state_dict(state)
-    with pytest.raises(ValueError, match="expected a CViViT folder"):
+    with pytest.raises(ValueError, match="expected a folder or a Hub repo id"):
         CViViT.from_pretrained(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"expected a saved model folder with config\.json"):
+        CViViT.from_pretrained(tmp_path / "empty")

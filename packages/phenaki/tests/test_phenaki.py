@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from phenaki import CViViT, MaskGit, TokenCritic
+from phenaki import CViViT, MaskGit, SelfCritic, TokenCritic
 from phenaki.phenaki import Phenaki, make_video
 
 from .conftest import TINY
@@ -302,6 +303,11 @@ def test_tokenizer_is_held_outside_the_state_and_moves_with_the_model() -> None:
 
 
 def test_save_and_load_a_run_with_the_tokenizer_reference(tmp_path: Path) -> None:
+    """The run's folder holds the frozen tokenizer in `cvivit/` (mp_layers.hub parts) and records
+    the tokenizer folder it came from with its SHA-256; a tokenizer given by folder at load time
+    must be that one."""
+    from safetensors.torch import load_file
+
     tok = tokenizer()
     tok.save_pretrained(tmp_path / "tok")
     critic = TokenCritic(
@@ -315,16 +321,24 @@ def test_save_and_load_a_run_with_the_tokenizer_reference(tmp_path: Path) -> Non
         dim_context=DIM_CONTEXT,
     )
     model = phenaki(cvivit=CViViT.from_pretrained(tmp_path / "tok"), critic=critic)
-    with pytest.raises(ValueError, match="tokenizer's folder"):
-        model.save_pretrained(tmp_path / "run")
+    # without the tokenizer's folder: saved all the same (the tokenizer is in cvivit/), no source
+    bare = model.save_pretrained(tmp_path / "bare")
+    assert "tokenizer_source" not in json.loads((bare / "config.json").read_text())
     folder = model.save_pretrained(tmp_path / "run", tokenizer=tmp_path / "tok")
-    size = (folder / "model.safetensors").stat().st_size
-    assert size < (tmp_path / "tok" / "model.safetensors").stat().st_size + sum(
-        p.numel() * 4 for p in model.parameters()
+    for part in ("maskgit", "cvivit", "critic"):
+        assert (folder / part / "config.json").is_file(), part
+    # the run's own weights hold no copy of the tokenizer (nor of its parts)
+    assert (folder / "model.safetensors").stat().st_size < (
+        tmp_path / "tok" / "model.safetensors"
+    ).stat().st_size
+    assert not any(
+        k.startswith(("cvivit", "_tokenizer")) for k in load_file(folder / "model.safetensors")
     )
     config = json.loads((folder / "config.json").read_text())
-    assert len(config["tokenizer"]["sha256"]) == 64
+    assert len(config["tokenizer_source"]["sha256"]) == 64
+    assert config["_parts"]["cvivit"] == "phenaki.CViViT"
     loaded = Phenaki.from_pretrained(folder, text_encoder=FakeText())
+    assert loaded.tokenizer_folder == (tmp_path / "tok").resolve()
     for (name, a), (_, b) in zip(
         model.state_dict().items(), loaded.state_dict().items(), strict=True
     ):
@@ -334,10 +348,35 @@ def test_save_and_load_a_run_with_the_tokenizer_reference(tmp_path: Path) -> Non
         for m in (model, loaded)
     ]
     torch.testing.assert_close(outs[0], outs[1])
-    # another tokenizer in the recorded folder: refused
+    # another tokenizer in the recorded folder: refused when given by folder ...
     tokenizer().save_pretrained(tmp_path / "tok")
     with pytest.raises(ValueError, match="not the tokenizer this model was trained on"):
-        Phenaki.from_pretrained(folder)
+        Phenaki.from_pretrained(folder, tokenizer=tmp_path / "tok")
+    # ... while the run's own copy still loads, without the recorded folder
+    shutil.rmtree(tmp_path / "tok")
+    again = Phenaki.from_pretrained(folder, text_encoder=FakeText())
+    ids = torch.randint(0, 32, (1, 3, 4, 4), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(
+            again.cvivit.decode_from_codebook_indices(ids),
+            model.cvivit.decode_from_codebook_indices(ids),
+        )
+
+
+def test_save_and_load_with_a_self_critic(tmp_path: Path) -> None:
+    """A `SelfCritic` is no part of its own: its head is saved with Phenaki's weights."""
+    model = phenaki(self_token_critic=True)
+    with torch.no_grad():
+        model.critic.to_pred.weight.normal_()  # type: ignore[union-attr]
+    folder = model.save_pretrained(tmp_path / "run")
+    assert not (folder / "critic").exists()
+    loaded = Phenaki.from_pretrained(folder, text_encoder=FakeText())
+    assert isinstance(loaded.critic, SelfCritic)
+    assert loaded.critic.maskgit is loaded.maskgit
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
 
 
 def test_texts_through_a_t5_folder_offline(

@@ -1,7 +1,7 @@
 """Phenaki (Villegas et al. 2022): the C-ViViT video tokenizer and its training losses.
 
 - `CViViT`: causal space-time transformer autoencoder with lookup-free quantisation
-  (`phenaki.cvivit`), `save_pretrained` / `from_pretrained`.
+  (`phenaki.cvivit`).
 - The attention stack shared with MaskGit (`phenaki.attention`): `Transformer`, `Attention`,
   `PEG`, `AlibiPositionalBias`, `ContinuousPositionBias`, `LayerNorm`, `FeedForward`.
 - Losses (`phenaki.losses`), discriminators (`phenaki.discriminator`) and the frozen perceptual
@@ -11,6 +11,10 @@
 - `Phenaki` (`phenaki.model`: training with condition dropout and critics), its sampling with prime
   frames and two decoding rules (`phenaki.sampling`), and `make_video` (multi-scene stories,
   `phenaki.story`); all of them also importable from `phenaki.maskgit` and `phenaki.phenaki`.
+- Files: `CViViT`, `MaskGit`, `TokenCritic` and `Phenaki` (its parts in subfolders) are
+  `mp_layers.hub.HubModel`s: `save_pretrained(folder)` (`config.json` + `model.safetensors`),
+  `from_pretrained(folder_or_repo_id)`, `push_to_hub(repo_id)`; folders of phenaki 0.1.0 still
+  load (`phenaki.pretrained`).
 - Training: `phenaki train-tokenizer | train | sample | story` (extra `phenaki[train]`,
   `phenaki.cli`), on the importable workflows of `phenaki.workflows`.
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -55,6 +56,8 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT = "phenaki.CViViT"  # the config.json of phenaki 0.1.0 (still read)
 FORMAT_VERSION = 1
+
+PathLike = str | os.PathLike[str]
 
 
 class CViViT(nn.Module, HubModel):

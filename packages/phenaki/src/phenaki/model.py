@@ -19,7 +19,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -90,7 +90,7 @@ class Phenaki(nn.Module, HubModel):
     (or a folder of phenaki 0.1.0, `phenaki.pretrained`); `push_to_hub(repo_id)` publishes.
     """
 
-    _hub_parts = ("maskgit", "cvivit", "critic")
+    _hub_parts: ClassVar[tuple[str, ...]] = ("maskgit", "cvivit", "critic")
 
     @typechecked
     def __init__(
@@ -412,7 +412,7 @@ class Phenaki(nn.Module, HubModel):
         return config
 
     @typechecked
-    def save_pretrained(  # type: ignore[override]
+    def save_pretrained(
         self,
         save_directory: str | os.PathLike[str],
         *,
@@ -433,7 +433,7 @@ class Phenaki(nn.Module, HubModel):
 
     @classmethod
     @typechecked
-    def from_pretrained(  # type: ignore[override]
+    def from_pretrained(
         cls,
         pretrained_model_name_or_path: str | os.PathLike[str],
         *,
