@@ -180,8 +180,8 @@ def test_train_runs_both_stages_and_writes_its_files(
     assert report["stage2"]["step"] == 2
     for name in (
         "base/config.json",
-        "temporal/temporal.safetensors",
-        "temporal/temporal_config.json",
+        "temporal/model.safetensors",
+        "temporal/config.json",
         "metrics.csv",
         "samples.gif",
         "base_samples.gif",
@@ -201,6 +201,10 @@ def test_train_runs_both_stages_and_writes_its_files(
     for name, tensor in wrapper.model.state_dict().items():
         torch.testing.assert_close(tensor, saved[name], atol=0, rtol=0)
     assert config["conv_module_names"] == default_module_names(wrapper.model)[0]
+    # the exported adapter folder given as --checkpoint is the same model as 'latest'
+    exported, _, _ = load_run(out, str(out / "temporal"))
+    for name, tensor in wrapper.temporal_state_dict().items():
+        assert torch.equal(exported.temporal_state_dict()[name], tensor), name
 
 
 @needs_wrapper

@@ -75,5 +75,6 @@ def test_module_paths_of_0_1_0_keep_their_public_names() -> None:
         loaded = importlib.import_module(module)
         missing = [name for name in public if not hasattr(loaded, name)]
         assert not missing, (module, missing)
-    assert importlib.import_module("lumiere.wrapper").CONFIG_NAME == "temporal_config.json"
+    assert importlib.import_module("lumiere.wrapper").CONFIG_NAME == "config.json"  # 0.2 layout
+    assert importlib.import_module("lumiere.adapter").LEGACY_CONFIG_NAME == "temporal_config.json"
     assert importlib.import_module("lumiere.cli").CONFIG_FILE == "lumiere_video.json"

@@ -405,8 +405,9 @@ def test_adapter_round_trip_onto_a_fresh_copy_of_the_base(klass: type[Lumiere], 
             parameter.add_(0.1 * torch.randn_like(parameter))
     wrapper.save_temporal(tmp_path / "adapter")
     files = sorted(p.name for p in (tmp_path / "adapter").iterdir())
-    assert files == ["temporal.safetensors", "temporal_config.json"]
-    config = json.loads((tmp_path / "adapter" / "temporal_config.json").read_text())
+    assert files == ["README.md", "config.json", "model.safetensors"]  # no base weights
+    config = json.loads((tmp_path / "adapter" / "config.json").read_text())
+    assert config["_class_name"] == "TemporalBlocks"
     assert config["groups"]["conv"]["module_names"] == CONV
     fresh = wrap(klass, downsample_module_names=DOWN, upsample_module_names=UP)
     fresh.load_temporal(tmp_path / "adapter")

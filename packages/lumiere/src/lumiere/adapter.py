@@ -131,7 +131,7 @@ def _lumiere_class(qualified: str, key: str) -> type[nn.Module]:
     module_name, _, name = qualified.rpartition(".")
     if module_name.split(".")[0] != "lumiere":
         raise ValueError(
-            f"from_temporal: the adapter uses {qualified} for {key}; pass it as {key}= "
+            f"the adapter uses {qualified} for {key}; pass it as {key}= "
             "(classes outside lumiere are never imported from a configuration file)"
         )
     klass: type[nn.Module] = getattr(importlib.import_module(module_name), name)
@@ -180,7 +180,8 @@ class TemporalBlocks(nn.Module, HubModel):
         self.unet_time_kwarg = unet_time_kwarg
         self.wrapper = wrapper
         self.base = copy.deepcopy(dict(base or {}))
-        given = dict(zip(GROUPS, (conv_klass, attn_klass, downsample_klass, upsample_klass)))
+        klass_args = (conv_klass, attn_klass, downsample_klass, upsample_klass)
+        given = dict(zip(GROUPS, klass_args, strict=True))
         self.groups: dict[str, dict[str, Any]] = {}
         self.klasses: dict[str, type[nn.Module]] = {}
         for group in GROUPS:
@@ -213,7 +214,9 @@ class TemporalBlocks(nn.Module, HubModel):
                         f"{LISTS[group]!r}, got {held!r}"
                     )
             else:
-                made = (make_block(group, klass, kwargs, d, n) for n, d in zip(names, dims))
+                made = (
+                    make_block(group, klass, kwargs, d, n) for n, d in zip(names, dims, strict=True)
+                )
                 held = nn.ModuleList(block.train() for block in made)
             setattr(self, LISTS[group], held)
 
@@ -322,11 +325,9 @@ class TemporalAdapter:
         """This wrapper's temporal blocks (shared, not copied) and wrapping configuration as a
         `TemporalBlocks`: `wrapper.temporal_adapter().push_to_hub("org/name")`."""
         config = self.temporal_config()
-        return TemporalBlocks(
-            **{key: config[key] for key in _WRAPPING},
-            blocks=self.temporal_modules(),
-            **{f"{g}_klass": self.klasses[g] for g in GROUPS},
-        )
+        arguments: dict[str, Any] = {key: config[key] for key in _WRAPPING}
+        arguments.update({f"{g}_klass": self.klasses[g] for g in GROUPS})
+        return TemporalBlocks(**arguments, blocks=self.temporal_modules())
 
     def save_temporal(self, directory: str | Path) -> Path:
         """Write the temporal blocks and the wrapping configuration to `directory`

@@ -171,6 +171,7 @@ def load_run(
     """The inflated model of a run folder, its scheduler and configuration. `checkpoint`:
     'latest' (the exported adapter `OUT/temporal/`; with `ema=False` the newest stage-2
     checkpoint's raw weights), a stage-2 checkpoint folder, or an adapter folder."""
+    from lumiere.adapter import is_adapter_folder
     from mp_layers.training import latest_checkpoint, load_model_weights
 
     run = Path(run)
@@ -195,7 +196,8 @@ def load_run(
         raise ValueError(
             f"--checkpoint: expected 'latest', a checkpoint or an adapter folder, got {folder}"
         )
-    if (folder / "model.safetensors").is_file() or (folder / "ema.safetensors").is_file():
+    weights = (folder / "model.safetensors").is_file() or (folder / "ema.safetensors").is_file()
+    if weights and not is_adapter_folder(folder):  # an adapter has a model.safetensors too
         load_model_weights(wrapper, folder, ema=ema)
     else:
         wrapper.load_temporal(folder)
