@@ -1,8 +1,9 @@
 """The `lumiere-video train` and `sample` commands: flags -> run configuration -> the demo's steps.
 
-`train` runs stage 1 (`lumiere.demo.training.train_base`, or loads `--base`), writes the run
-configuration (`lumiere.demo.models.CONFIG_FILE`), runs stage 2 (`train_temporal`), then
-`lumiere.demo.evaluation.evaluate` and `plot_stages`, and writes the report (`REPORT_FILE`).
+`train` runs stage 1 (`lumiere.demo.training.train_base`, or loads `--base`), then stage 2
+(`train_temporal`: the run configuration `lumiere.demo.models.CONFIG_FILE` and the fit, through
+`mp_layers.training.run_train_job`), then `lumiere.demo.evaluation.evaluate` and `plot_stages`,
+and writes the report (`REPORT_FILE`).
 `sample` rebuilds a run's inflated model (`load_run`) and writes a sample sheet.
 """
 
@@ -29,6 +30,7 @@ from lumiere.demo.models import (
     lumiere_class,
 )
 from lumiere.demo.training import train_base, train_temporal
+from mp_layers.pretrained import write_config
 
 __all__ = ["DEFAULTS", "REPORT_FILE", "sample", "train"]
 
@@ -188,11 +190,11 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "attn_module_names": _placement(args.attn_modules, attn),
         "prediction_type": scheduler.config.prediction_type,
     }
-    if state.is_main_process:
-        _write_json(out / CONFIG_FILE, config)
     wrapper = None
-    if not args.base_only:
+    if not args.base_only:  # writes the run configuration (`mp_layers.training.run_train_job`)
         wrapper, report["stage2"] = train_temporal(args, out, base, scheduler, config)
+    elif state.is_main_process:
+        write_config(out / CONFIG_FILE, config)
     if not state.is_main_process:
         return report
     base = base.to(state.device if wrapper is None else next(wrapper.parameters()).device)

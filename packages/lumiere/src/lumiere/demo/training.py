@@ -2,8 +2,10 @@
 
 Stage 1 (`train_base`) trains the class-conditional `UNet2DModel` on single frames and saves its
 EMA weights and noise scheduler to `OUT/base/`; stage 2 (`train_temporal`) inflates it with
-`lumiere.Lumiere` and trains only the temporal layers on clips with the same noise schedule,
-saving the EMA adapter to `OUT/temporal/`. Both take the parsed `lumiere-video train` flags.
+`lumiere.Lumiere` and trains only the temporal layers on clips with the same noise schedule
+(`temporal_job`, run by `mp_layers.training.run_train_job`, which writes the run configuration),
+saving the EMA adapter to `OUT/temporal/` (`Lumiere.save_temporal`). Both take the parsed
+`lumiere-video train` flags.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from lumiere.demo.diffusion import diffusion_loss, frames_as_images, make_noise_scheduler
-from lumiere.demo.models import NUM_COLOURS, base_unet_config, inflate
+from lumiere.demo.models import CONFIG_FILE, NUM_COLOURS, base_unet_config, inflate
 
-__all__ = ["train_base", "train_temporal"]
+__all__ = ["temporal_job", "train_base", "train_temporal"]
 
 
 def _ints(flag: str, text: str) -> tuple[int, ...]:
@@ -141,20 +143,13 @@ def train_base(args: argparse.Namespace, out: Path, image_size: int) -> tuple[Pa
     return folder, summary
 
 
-def train_temporal(
-    args: argparse.Namespace, out: Path, base: nn.Module, scheduler: Any, config: dict[str, Any]
-) -> tuple[Any, dict[str, Any]]:
-    """Stage 2: inflate `base` and train only its temporal layers on clips (`OUT/checkpoints`);
-    save the EMA adapter to `OUT/temporal/`. Returns the inflated model (EMA weights) and the fit
-    summary."""
-    from mp_layers.training import (
-        Trainer,
-        load_model_weights,
-        make_dataset,
-        print_fit,
-        timed_fit,
-        trainer_config_from_args,
-    )
+def temporal_job(
+    args: argparse.Namespace, base: nn.Module, scheduler: Any, config: dict[str, Any]
+) -> Any:
+    """Stage 2's `mp_layers.training.TrainJob`: `base` inflated as the run configuration `config`
+    says (written to `OUT/lumiere_video.json`), its temporal layers only trained on clips with the
+    diffusion loss of `scheduler`, with the shared train flags `args`."""
+    from mp_layers.training import TrainJob, make_dataset, trainer_config_from_args
     from mp_layers.video import collate_videos
 
     synthetic = args.data == "synthetic"
@@ -177,9 +172,10 @@ def train_temporal(
     def loss_fn(model: nn.Module, batch: dict[str, Any]) -> Tensor:
         return diffusion_loss(model, batch["video"] * 2 - 1, _colour_labels(batch), scheduler)
 
-    trainer = Trainer(
+    return TrainJob(
         model=wrapper,
         data=clips,
+        loss_fn=loss_fn,
         optimizer_factory=partial(torch.optim.Adam, lr=args.lr),
         config=trainer_config_from_args(
             args,
@@ -190,17 +186,42 @@ def train_temporal(
             progress_bar=not args.no_progress,
             sample_every=0,
         ),
-        loss_fn=loss_fn,
-        lr_lambda=_warmup(args.warmup_steps),
-        collate_fn=collate_videos,
-        parameters=lambda model: cast(Any, model).temporal_parameters(),
+        run_config=config,
+        run_config_file=CONFIG_FILE,
+        trainer_kwargs={
+            "lr_lambda": _warmup(args.warmup_steps),
+            "collate_fn": collate_videos,
+            "parameters": lambda model: cast(Any, model).temporal_parameters(),
+        },
     )
-    result, summary = timed_fit(trainer, args.resume)
-    final = inflate(base, config)
-    if trainer.accelerator.is_main_process:
+
+
+def train_temporal(
+    args: argparse.Namespace, out: Path, base: nn.Module, scheduler: Any, config: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """Stage 2: write the run configuration, inflate `base` and train only its temporal layers
+    on clips (`OUT/checkpoints`; `mp_layers.training.run_train_job` on `temporal_job`); save the
+    EMA adapter to `OUT/temporal/`. Returns the inflated model (EMA weights) and the fit
+    summary."""
+    from accelerate import PartialState
+
+    from mp_layers.training import load_model_weights, run_train_job
+
+    exported: dict[str, Any] = {}
+
+    def export(trainer: Any, result: Any, summary: dict[str, Any]) -> None:
+        """The EMA adapter to `OUT/temporal/` (main process, before the fit is printed)."""
         assert result.checkpoint is not None
+        final = inflate(base, config)
         load_model_weights(final, result.checkpoint, ema=True)
         final.save_temporal(out / "temporal")
-        print_fit(result, summary, out)
+        exported["model"] = final.to(trainer.accelerator.device).eval()
+        for key in ("checkpoint", "loss_plot"):  # the demo's report.json keeps its 0.1.0 keys
+            summary.pop(key, None)
         summary["final_loss"] = _mean_tail(result.losses)
-    return final.to(trainer.accelerator.device).eval(), summary
+
+    job = temporal_job(args, base, scheduler, config)
+    summary = run_train_job(job, resume=args.resume, report=export, report_first=True)
+    if "model" in exported:
+        return exported["model"], summary
+    return inflate(base, config).to(PartialState().device).eval(), summary  # other processes
