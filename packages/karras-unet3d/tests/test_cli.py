@@ -152,3 +152,35 @@ def test_classes_errors_and_runs_without_the_key(tmp_path: Path) -> None:
     assert _run_classes({"net": {"num_classes": 4}}) == "colour"  # runs before the key existed
     assert _run_classes({"net": {"num_classes": 10}}) is None
     assert _run_classes({"net": {"num_classes": 12}, "classes": "colour-shape"}) == "colour-shape"
+
+
+def test_train_on_a_folder_of_real_videos_with_workers_and_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The data path as users run it: a folder of h264 files of different sizes and frame rates,
+    fewer files than the batch, several clips per video, 2 DataLoader workers, then a resume."""
+    from fractions import Fraction
+
+    from mp_layers.video.testing import write_indexed_video
+
+    videos = tmp_path / "videos"
+    (videos / "sub").mkdir(parents=True)
+    write_indexed_video(videos / "a.mp4", 40, width=96, height=54, keyframe_interval=12)
+    write_indexed_video(
+        videos / "sub" / "b.mp4", 30, width=33, height=41, pix_fmt="yuv444p",
+        fps=Fraction(30000, 1001), keyframe_interval=250,
+    )  # fmt: skip
+    write_indexed_video(videos / "c.mp4", 25, pts=[500 + 40 * i + 9 * (i % 2) for i in range(25)])
+    run = tmp_path / "run"
+    real = [
+        "--data", str(videos), "--batch-size", "4", "--num-workers", "2", "--clips-per-video",
+        "2", "--clip-fps", "10", "--guidance", "1", "--out", str(run),
+    ]  # fmt: skip
+    at = TINY_RUN.index("--num-videos")
+    base = TINY_RUN[:at] + TINY_RUN[at + 2 :]  # --num-videos is MovingShapes'
+    summary = train([*base, *real])
+    assert summary["step"] == 2
+    assert (run / CONFIG_FILE).is_file()
+    capsys.readouterr()
+    resumed = train([*base, *real, "--steps", "3", "--resume", "latest"])
+    assert resumed["step"] == 3

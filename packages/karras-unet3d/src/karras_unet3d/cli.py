@@ -185,8 +185,11 @@ def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
                 f"got {args.num_classes}"
             )
     blocks = _ints(args.num_blocks_per_stage)
+    from mp_layers.training.cli import data_options
+
     return {
         "data": args.data,
+        "data_options": data_options(args),
         "num_videos": args.num_videos,
         "seed": args.seed,
         "classes": classes,

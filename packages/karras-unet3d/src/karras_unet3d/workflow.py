@@ -57,13 +57,20 @@ def data_rms(dataset: Any, *, num_clips: int = 64) -> float:
     about 0.5 (EDM's default); MovingShapes, a small sprite on black, gives 1.0."""
     from mp_layers.validation import check_int
 
+    import itertools
+
+    from torch.utils.data import IterableDataset
+
     num_clips = check_int("num_clips", num_clips)
-    count = min(len(dataset), num_clips)
-    if count == 0:
+    if isinstance(dataset, IterableDataset):  # a stream (VideoShards): its first clips
+        items = list(itertools.islice(iter(dataset), num_clips))
+    else:
+        items = [dataset[index] for index in range(min(len(dataset), num_clips))]
+    if not items:
         raise ValueError("dataset: expected at least one clip, got an empty dataset")
     total, size = 0.0, 0
-    for index in range(count):
-        video = dataset[index]["video"].to(torch.float64) * 2 - 1
+    for item in items:
+        video = item["video"].to(torch.float64) * 2 - 1
         total += float(video.square().sum())
         size += video.numel()
     return math.sqrt(total / size)
@@ -214,7 +221,9 @@ def train_job(settings: dict[str, Any], trainer_config: Any) -> Any:
         settings["data"],
         image_size=settings["net"]["image_size"],
         num_frames=settings["net"]["frames"],
-        **({"num_videos": settings["num_videos"], "seed": settings["seed"]} if synthetic else {}),
+        seed=settings["seed"],
+        **({"num_videos": settings["num_videos"]} if synthetic else {}),
+        **settings.get("data_options", {}),
     )
     torch.manual_seed(settings["seed"])
     net = KarrasUnet3D(**settings["net"])
