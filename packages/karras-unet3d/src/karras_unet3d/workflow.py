@@ -55,11 +55,11 @@ def data_rms(dataset: Any, *, num_clips: int = 64) -> float:
     `sigma_data` EDM's preconditioning assumes (`c_skip`, `c_out` and the loss weight are derived
     from the data's second moment `E[y^2] = sigma_data^2`, EDM appendix B.6). Natural images give
     about 0.5 (EDM's default); MovingShapes, a small sprite on black, gives 1.0."""
-    from mp_layers.validation import check_int
-
     import itertools
 
     from torch.utils.data import IterableDataset
+
+    from mp_layers.validation import check_int
 
     num_clips = check_int("num_clips", num_clips)
     if isinstance(dataset, IterableDataset):  # a stream (VideoShards): its first clips
