@@ -14,8 +14,14 @@ from phenaki import CViViT, Phenaki
 
 FIXTURES = Path(__file__).parent / "fixtures" / "v0_1_0"
 
+# The float outputs were recorded on another CPU, whose kernels sum in another order: here they
+# come out 2e-7 to 5e-7 apart with the same weights and the same 0.1.0 code. They are compared to
+# float32 rounding (atol 1e-5); token codes, the loaded weights (below) and a save -> load round
+# trip on one machine (test_hub.py) are compared bit for bit.
+CLOSE = {"rtol": 0.0, "atol": 1e-5}
 
-def test_tokenizer_folder_loads_bit_for_bit() -> None:
+
+def test_tokenizer_folder_loads_and_gives_its_outputs() -> None:
     from safetensors.torch import load_file
 
     folder = FIXTURES / "tokenizer"
@@ -25,10 +31,10 @@ def test_tokenizer_folder_loads_bit_for_bit() -> None:
         codes = tokenizer(expected["video"], return_only_codebook_ids=True)
         recon = tokenizer.decode_from_codebook_indices(codes)
     assert torch.equal(codes, expected["codes"])
-    assert torch.equal(recon, expected["recon"])
+    torch.testing.assert_close(recon, expected["recon"], **CLOSE)
 
 
-def test_phenaki_folder_loads_bit_for_bit() -> None:
+def test_phenaki_folder_loads_and_gives_its_outputs() -> None:
     """MaskGit's logits and a sample (critic-scored decoding) as 0.1.0 gave them; the tokenizer
     is given explicitly (the folder records the absolute path it was written from)."""
     from safetensors.torch import load_file
@@ -40,8 +46,8 @@ def test_phenaki_folder_loads_bit_for_bit() -> None:
     with torch.no_grad():
         sample = model.sample(num_frames=3, generator=torch.Generator().manual_seed(2))
         logits = model.maskgit(codes.flatten(1), video_patch_shape=tuple(codes.shape[1:]))
-    assert torch.equal(sample, expected["sample"])
-    assert torch.equal(logits, expected["logits"])
+    torch.testing.assert_close(sample, expected["sample"], **CLOSE)
+    torch.testing.assert_close(logits, expected["logits"], **CLOSE)
 
 
 def copied_run(tmp_path: Path) -> Path:
