@@ -80,7 +80,9 @@ class PretrainedMixin(HubModel):
     def _hub_config(self) -> dict[str, Any]:
         return dict(cast(Any, self).config)
 
-    def save_pretrained(self, save_directory: PathLike, **kwargs: Any) -> Path | str | None:
+    def save_pretrained(  # type: ignore[override]
+        self, save_directory: PathLike, **kwargs: Any
+    ) -> Path | str | None:
         """Write `config.json`, `model.safetensors` (the schedule buffers), `README.md` and the
         network's folder `denoise_fn/` to `save_directory` (created if needed; each file is
         written to a temporary name and renamed). Returns the folder (the commit URL with
