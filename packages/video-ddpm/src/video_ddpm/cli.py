@@ -104,6 +104,8 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def _train_settings(args: argparse.Namespace) -> TrainSettings:
+    from mp_layers.training import data_options
+
     num_classes = None
     if args.cond == "class":
         num_classes = args.num_classes if args.num_classes is not None else 4
@@ -131,6 +133,7 @@ def _train_settings(args: argparse.Namespace) -> TrainSettings:
         cond_drop_prob=args.cond_drop_prob,
         lr=args.lr,
         warmup_steps=args.warmup_steps,
+        data_options=data_options(args),
     )
 
 

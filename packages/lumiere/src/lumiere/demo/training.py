@@ -69,8 +69,10 @@ def train_base(args: argparse.Namespace, out: Path, image_size: int) -> tuple[Pa
     from mp_layers.training import (
         Trainer,
         TrainerConfig,
+        data_options,
         load_model_weights,
         make_dataset,
+        num_workers_from_args,
         timed_fit,
     )
     from mp_layers.video import collate_videos
@@ -83,11 +85,16 @@ def train_base(args: argparse.Namespace, out: Path, image_size: int) -> tuple[Pa
     )
     scheduler = make_noise_scheduler(prediction_type=args.prediction_type)
     synthetic = args.data == "synthetic"
+    options = data_options(args)
+    options.pop("frame_stride", None)  # single frames
+    options.pop("fps", None)
     frames = make_dataset(
         args.data,
         image_size=image_size,
         num_frames=1,
-        **({"num_videos": args.num_images, "seed": args.seed} if synthetic else {}),
+        seed=args.seed,
+        **({"num_videos": args.num_images} if synthetic else {}),
+        **options,
     )
     torch.manual_seed(args.seed)
     unet: Any = UNet2DModel(**config)
@@ -105,6 +112,7 @@ def train_base(args: argparse.Namespace, out: Path, image_size: int) -> tuple[Pa
         optimizer_factory=partial(torch.optim.Adam, lr=args.base_lr),
         config=TrainerConfig(
             out_dir=str(run),
+            num_workers=num_workers_from_args(args),
             steps=args.base_steps,
             batch_size=args.base_batch_size,
             mixed_precision=args.mixed_precision,
@@ -149,7 +157,7 @@ def temporal_job(
     """Stage 2's `mp_layers.training.TrainJob`: `base` inflated as the run configuration `config`
     says (written to `OUT/lumiere_video.json`), its temporal layers only trained on clips with the
     diffusion loss of `scheduler`, with the shared train flags `args`."""
-    from mp_layers.training import TrainJob, make_dataset, trainer_config_from_args
+    from mp_layers.training import TrainJob, data_options, make_dataset, trainer_config_from_args
     from mp_layers.video import collate_videos
 
     synthetic = args.data == "synthetic"
@@ -157,7 +165,9 @@ def temporal_job(
         args.data,
         image_size=config["image_size"],
         num_frames=config["frames"],
-        **({"num_videos": args.num_videos, "seed": args.seed} if synthetic else {}),
+        seed=args.seed,
+        **({"num_videos": args.num_videos} if synthetic else {}),
+        **data_options(args),
     )
     torch.manual_seed(args.seed)
     wrapper = inflate(base, config)

@@ -35,8 +35,11 @@ from mp_layers.training.checkpoint import (
 from mp_layers.training.cli import (
     add_sample_arguments,
     add_train_arguments,
+    data_options,
+    default_num_workers,
     load_toml_config,
     make_dataset,
+    num_workers_from_args,
     parse_train_args,
     print_fit,
     timed_fit,
@@ -44,6 +47,7 @@ from mp_layers.training.cli import (
 )
 from mp_layers.training.command import TrainJob, run_train_job
 from mp_layers.training.config import TrainerConfig
+from mp_layers.training.data import EpochSubset
 from mp_layers.training.metrics import plot_loss, read_metrics
 from mp_layers.training.sampler import ResumableBatchSampler
 from mp_layers.training.samples import write_sample_sheet
@@ -51,6 +55,7 @@ from mp_layers.training.trainer import FitResult, NonFiniteLossError, Trainer, T
 
 __all__ = [
     "CheckpointError",
+    "EpochSubset",
     "FitResult",
     "NonFiniteLossError",
     "ResumableBatchSampler",
@@ -60,12 +65,15 @@ __all__ = [
     "TrainingPhase",
     "add_sample_arguments",
     "add_train_arguments",
+    "data_options",
+    "default_num_workers",
     "find_run_config",
     "latest_checkpoint",
     "list_checkpoints",
     "load_model_weights",
     "load_toml_config",
     "make_dataset",
+    "num_workers_from_args",
     "parse_train_args",
     "plot_loss",
     "print_fit",

@@ -183,9 +183,10 @@ def default_num_workers() -> int:
 
 
 @typechecked
-def num_workers_from_args(args: argparse.Namespace) -> int:
+def num_workers_from_args(args: object) -> int:
     """`--num-workers`, or its default: 0 for `--data synthetic` (in memory), else
-    `default_num_workers()`."""
+    `default_num_workers()`. `args`: parsed flags, or any object with the flags' attributes
+    (a package's run config)."""
     value = getattr(args, "num_workers", None)
     if value is None:
         return (
@@ -197,9 +198,10 @@ def num_workers_from_args(args: argparse.Namespace) -> int:
 
 
 @typechecked
-def data_options(args: argparse.Namespace) -> dict[str, Any]:
+def data_options(args: object) -> dict[str, Any]:
     """The clip flags that differ from their defaults, as `VideoFolder`/`VideoShards` keyword
-    arguments for `make_dataset` (`--clips-per-video` -> `clips_per_video`, ...)."""
+    arguments for `make_dataset` (`--clips-per-video` -> `clips_per_video`, ...). `args`: parsed
+    flags, or any object with the flags' attributes (a package's run config)."""
     options: dict[str, Any] = {}
     clips = str(getattr(args, "clips_per_video", "1"))
     if clips != "1":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,27 @@ class EpochItems(Dataset[Any]):
         if getattr(self.data, "epoch", None) != epoch:
             self.data.set_epoch(epoch)
         return self.data[index]
+
+
+class EpochSubset(Dataset[Any]):
+    """`torch.utils.data.Subset` for epoch-aware datasets: `set_epoch` reaches the dataset, so
+    a split of a `VideoFolder` still draws new clips every epoch."""
+
+    def __init__(self, data: Any, indices: Sequence[int]) -> None:
+        self.data, self.indices = data, list(indices)
+
+    @property
+    def epoch(self) -> Any:
+        return getattr(self.data, "epoch", None)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.data.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.data[self.indices[index]]
 
 
 def seed_worker(worker_id: int) -> None:

@@ -78,6 +78,13 @@ class PhenakiTrainConfig:
     max_time: float | None = 270.0
     distributed: str = "ddp"
     compile: bool = False
+    # where clips come from in real videos (the shared data flags; see mp_layers.training)
+    num_workers: int | None = None
+    clips_per_video: str = "1"
+    sampling: str = "random"
+    frame_stride: int = 1
+    clip_fps: float | None = None
+    skip_undecodable: bool = False
     progress: bool = True
     # the tokenizer, the clips and the text encoder
     tokenizer: str | None = None  # a CViViT folder; None: train one first
@@ -176,14 +183,16 @@ def prepare_tokenizer(config: PhenakiTrainConfig) -> tuple[Path, dict[str, Any] 
 
 def tokenized_clips(config: PhenakiTrainConfig, tokenizer: CViViT) -> TokenizedClips:
     """The training clips (MovingShapes or a folder) at the tokenizer's size, tokenised."""
-    from mp_layers.training import make_dataset
+    from mp_layers.training import data_options, make_dataset
 
     synthetic = config.data == "synthetic"
     clips = make_dataset(
         config.data,
         image_size=tokenizer.image_size[0],
         num_frames=config.frames,
-        **({"num_videos": config.num_videos, "seed": config.seed} if synthetic else {}),
+        seed=config.seed,
+        **({"num_videos": config.num_videos} if synthetic else {}),
+        **data_options(config),
     )
     return TokenizedClips(clips, tokenizer)
 
@@ -228,11 +237,12 @@ def build_phenaki(
 def train_job(config: PhenakiTrainConfig, model: Phenaki, data: TokenizedClips) -> Any:
     """The `mp_layers.training.TrainJob` of a run: `model` on `data` (MaskGit's loss on the
     clips' ids and captions), Adam with a linear warm-up, and the run's config (`RUN_CONFIG`)."""
-    from mp_layers.training import TrainerConfig, TrainJob
+    from mp_layers.training import TrainerConfig, TrainJob, num_workers_from_args
     from mp_layers.video import collate_videos
 
     trainer_config = TrainerConfig(
         out_dir=config.out,
+        num_workers=num_workers_from_args(config),
         steps=config.steps,
         batch_size=config.batch_size,
         mixed_precision=config.mixed_precision,

@@ -26,7 +26,6 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
-from torch.utils.data import Subset
 
 from mp_layers.typecheck import typechecked
 from phenaki.cvivit import CViViT
@@ -69,6 +68,13 @@ class TokenizerConfig:
     max_time: float | None = 450.0  # seconds; 0 or less: no limit
     distributed: str = "ddp"
     compile: bool = False
+    # where clips come from in real videos (the shared data flags; see mp_layers.training)
+    num_workers: int | None = None
+    clips_per_video: str = "1"
+    sampling: str = "random"
+    frame_stride: int = 1
+    clip_fps: float | None = None
+    skip_undecodable: bool = False
     progress: bool = True
     # the tokenizer
     image_size: int = 32
@@ -181,7 +187,7 @@ class ClipInputs:
 
 def tokenizer_datasets(config: TokenizerConfig) -> tuple[Any, Any]:
     """(training set, held-out set): MovingShapes with another seed, or a folder's last clips."""
-    from mp_layers.training import make_dataset
+    from mp_layers.training import EpochSubset, data_options, make_dataset
 
     if config.data == "synthetic":
         train = make_dataset(
@@ -199,21 +205,28 @@ def tokenizer_datasets(config: TokenizerConfig) -> tuple[Any, Any]:
             seed=config.seed + 1_000,
         )
         return train, held_out
-    folder = make_dataset(config.data, image_size=config.image_size, num_frames=config.frames)
+    folder = make_dataset(
+        config.data,
+        image_size=config.image_size,
+        num_frames=config.frames,
+        seed=config.seed,
+        **data_options(config),
+    )
     held = min(config.num_held_out, len(folder) // 10)
     if len(folder) - held < 1:
         raise ValueError(f"--data: expected at least one clip to train on, got {len(folder)}")
-    return Subset(folder, range(len(folder) - held)), Subset(
+    return EpochSubset(folder, range(len(folder) - held)), EpochSubset(
         folder, range(len(folder) - held, len(folder))
     )
 
 
 def _trainer_config(config: TokenizerConfig) -> Any:
-    from mp_layers.training import TrainerConfig
+    from mp_layers.training import TrainerConfig, num_workers_from_args
 
     max_time = config.max_time
     return TrainerConfig(
         out_dir=config.out,
+        num_workers=num_workers_from_args(config),
         steps=config.steps,
         batch_size=config.batch_size,
         mixed_precision=config.mixed_precision,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["CONDITIONS", "CONFIG_FILE", "DEFAULT_PROMPTS", "SampleSettings", "TrainSettings"]
 
@@ -51,6 +52,7 @@ class TrainSettings:
     cond_drop_prob: float
     lr: float
     warmup_steps: int
+    data_options: dict[str, Any] = field(default_factory=dict)  # VideoFolder/VideoShards kwargs
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,9 @@ def build_data(settings: TrainSettings) -> Any:
         settings.data,
         image_size=settings.image_size,
         num_frames=settings.frames,
-        **({"num_videos": settings.num_videos, "seed": settings.seed} if synthetic else {}),
+        seed=settings.seed,
+        **({"num_videos": settings.num_videos} if synthetic else {}),
+        **settings.data_options,
     )
 
 
