@@ -159,18 +159,10 @@ def test_train_on_a_folder_of_real_videos_with_workers_and_resume(
 ) -> None:
     """The data path as users run it: a folder of h264 files of different sizes and frame rates,
     fewer files than the batch, several clips per video, 2 DataLoader workers, then a resume."""
-    from fractions import Fraction
-
-    from mp_layers.video.testing import write_indexed_video
+    from mp_layers.video.testing import write_video_folder
 
     videos = tmp_path / "videos"
-    (videos / "sub").mkdir(parents=True)
-    write_indexed_video(videos / "a.mp4", 40, width=96, height=54, keyframe_interval=12)
-    write_indexed_video(
-        videos / "sub" / "b.mp4", 30, width=33, height=41, pix_fmt="yuv444p",
-        fps=Fraction(30000, 1001), keyframe_interval=250,
-    )  # fmt: skip
-    write_indexed_video(videos / "c.mp4", 25, pts=[500 + 40 * i + 9 * (i % 2) for i in range(25)])
+    write_video_folder(videos)
     run = tmp_path / "run"
     real = [
         "--data", str(videos), "--batch-size", "4", "--num-workers", "2", "--clips-per-video",

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mp_layers.video import VideoFolder, VideoShards, collate_videos, read_video, resize_center_crop
+from mp_layers.video import VideoFolder, VideoShards, collate_videos, resize_center_crop
 from mp_layers.video.prepare import prepare_videos
 
 
@@ -60,8 +60,9 @@ def write_long_video(path: Path, seconds: float, keyframe_interval: int | None) 
 
 
 class WholeFileClips(Dataset[dict[str, torch.Tensor]]):
-    """The usual training-script loader: decode the whole file, take 16 frames from a random
-    start, resize and crop in torch."""
+    """The usual training-script loader (`torchvision.io.read_video` style): decode the whole
+    file to uint8 RGB frames at full size, take 16 frames from a random start, resize and crop
+    in torch."""
 
     def __init__(self, file: Path, clips: int, frames: int, size: int) -> None:
         self.file, self.clips, self.frames, self.size = file, clips, frames, size
@@ -70,10 +71,14 @@ class WholeFileClips(Dataset[dict[str, torch.Tensor]]):
         return self.clips
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        video = read_video(self.file)
-        start = int(np.random.default_rng(index).integers(0, video.shape[1] - self.frames + 1))
-        clip = resize_center_crop(video[:, start : start + self.frames], self.size)
-        return {"video": clip.contiguous()}
+        with av.open(str(self.file)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        start = int(np.random.default_rng(index).integers(0, len(frames) - self.frames + 1))
+        kept = torch.from_numpy(np.stack(frames[start : start + self.frames]))
+        video = kept.permute(3, 0, 1, 2).float().div_(255.0)
+        return {"video": resize_center_crop(video, self.size).contiguous()}
 
 
 def clips_per_second(dataset: object, clips: int, workers: int, batch: int = 4) -> float:

@@ -108,3 +108,20 @@ def test_checkpoints_hold_optimizer_scheduler_and_rng(tmp_path: Path) -> None:
         "scheduler.pt",
         "rng.pt",
     } <= names
+
+
+def test_train_on_a_folder_of_real_videos_with_workers(tmp_path: Path, tiny_bert_dir: Path) -> None:
+    """The data path as users run it: three h264 files (sizes 96x54, 33x41, 64x48; 25, 29.97 fps
+    and variable), two captioned, fewer files than the batch, 2 DataLoader workers."""
+    from mp_layers.video.testing import write_video_folder
+
+    write_video_folder(tmp_path / "videos")
+    at = TINY_RUN.index("--num-videos")
+    base = TINY_RUN[:at] + TINY_RUN[at + 2 :]  # --num-videos is MovingShapes'
+    summary = train(
+        [*base, "--out", str(tmp_path / "run"), "--data", str(tmp_path / "videos"),
+         "--batch-size", "4", "--num-workers", "2", "--clips-per-video", "all",
+         "--text-encoder", str(tiny_bert_dir)]
+    )  # fmt: skip
+    assert summary["step"] == 2
+    assert (tmp_path / "run" / "samples.gif").is_file()

@@ -25,7 +25,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "mp_layers.video needs the video extra: pip install 'mp-layers[video]'"
     ) from exc
 
-__all__ = ["frame_index", "indexed_frame", "write_indexed_video"]
+__all__ = ["frame_index", "indexed_frame", "write_indexed_video", "write_video_folder"]
 
 _BANDS = 3  # digits per frame: up to 16 ** 3 = 4096 frames
 
@@ -96,3 +96,36 @@ def write_indexed_video(
                 frame.pts, frame.time_base = int(pts[index]), time_base
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
+
+
+@typechecked
+def write_video_folder(root: str | os.PathLike[str], *, captions: bool = True) -> list[str]:
+    """A small folder of real videos as users have them, for CLI tests: `a.mp4` (96x54, 25
+    fps, 40 frames, keyframe every 12), `sub/b.mp4` (33x41 odd size, 29.97 fps, 30 frames, one
+    keyframe), `c.mp4` (64x48, variable frame rate starting at 0.5 s, 25 frames); captions for
+    `a` and `b` when `captions`. Returns the video paths."""
+    from pathlib import Path
+
+    folder = Path(root)
+    (folder / "sub").mkdir(parents=True, exist_ok=True)
+    write_indexed_video(folder / "a.mp4", 40, width=96, height=54, keyframe_interval=12)
+    write_indexed_video(
+        folder / "sub" / "b.mp4",
+        30,
+        width=33,
+        height=41,
+        pix_fmt="yuv444p",
+        fps=Fraction(30000, 1001),
+        keyframe_interval=250,
+    )
+    write_indexed_video(
+        folder / "c.mp4",
+        25,
+        width=64,
+        height=48,
+        pts=[500 + 40 * i + 9 * (i % 2) for i in range(25)],
+    )
+    if captions:
+        (folder / "a.txt").write_text("a grey clip with bands\n", encoding="utf-8")
+        (folder / "sub" / "b.txt").write_text("an odd sized clip\n", encoding="utf-8")
+    return [str(folder / name) for name in ("a.mp4", "sub/b.mp4", "c.mp4")]
