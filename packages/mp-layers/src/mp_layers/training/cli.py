@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mp_layers.flags import DataFlags as DataFlags
 from mp_layers.training.config import DISTRIBUTED, MIXED_PRECISION, TrainerConfig
 from mp_layers.typecheck import typechecked
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from mp_layers.flags import DataFlags
 from mp_layers.typecheck import typechecked
 from phenaki.cvivit import CViViT
 from phenaki.maskgit import MaskGit
@@ -59,10 +60,10 @@ RUN_CONFIG = "phenaki_train.json"  # the run's PhenakiTrainConfig (written by ru
 
 @typechecked
 @dataclass(frozen=True)
-class PhenakiTrainConfig:
+class PhenakiTrainConfig(DataFlags):
     """What a `phenaki train` run does; the defaults are the command's (MovingShapes captions,
     about 10 minutes on a 2-core CPU including the tokenizer). Each field is the flag of the same
-    name (`prompts`: the `|`-separated `--prompts`)."""
+    name (`prompts`: the `|`-separated `--prompts`; the data flags come from `DataFlags`)."""
 
     # the run (the shared training flags)
     data: str = "synthetic"
@@ -78,13 +79,6 @@ class PhenakiTrainConfig:
     max_time: float | None = 270.0
     distributed: str = "ddp"
     compile: bool = False
-    # where clips come from in real videos (the shared data flags; see mp_layers.training)
-    num_workers: int | None = None
-    clips_per_video: str = "1"
-    sampling: str = "random"
-    frame_stride: int = 1
-    clip_fps: float | None = None
-    skip_undecodable: bool = False
     progress: bool = True
     # the tokenizer, the clips and the text encoder
     tokenizer: str | None = None  # a CViViT folder; None: train one first

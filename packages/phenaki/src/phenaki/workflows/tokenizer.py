@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from mp_layers.flags import DataFlags
 from mp_layers.typecheck import typechecked
 from phenaki.cvivit import CViViT
 
@@ -50,9 +51,10 @@ GIF_PAIRS = 8  # held-out clips shown in recons.gif
 
 @typechecked
 @dataclass(frozen=True)
-class TokenizerConfig:
+class TokenizerConfig(DataFlags):
     """What a tokenizer run does; the defaults are `phenaki train-tokenizer`'s (a ~8-minute CPU
-    run on MovingShapes, 9 frames of 32x32). Each field is the flag of the same name."""
+    run on MovingShapes, 9 frames of 32x32). Each field is the flag of the same name (the data
+    flags come from `DataFlags`)."""
 
     # the run (the shared training flags)
     data: str = "synthetic"
@@ -68,13 +70,6 @@ class TokenizerConfig:
     max_time: float | None = 450.0  # seconds; 0 or less: no limit
     distributed: str = "ddp"
     compile: bool = False
-    # where clips come from in real videos (the shared data flags; see mp_layers.training)
-    num_workers: int | None = None
-    clips_per_video: str = "1"
-    sampling: str = "random"
-    frame_stride: int = 1
-    clip_fps: float | None = None
-    skip_undecodable: bool = False
     progress: bool = True
     # the tokenizer
     image_size: int = 32
