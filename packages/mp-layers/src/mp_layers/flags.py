@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mp_layers.typecheck import typechecked
+
 __all__ = ["DataFlags"]
 
 
+@typechecked
 @dataclass(frozen=True)
 class DataFlags:
     """The data flags of `add_train_arguments` as dataclass fields, for a package's run config

@@ -173,6 +173,7 @@ def _explicit_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str
     return set(vars(probe.parse_known_args(argv)[0]))
 
 
+@typechecked
 def default_num_workers() -> int:
     """DataLoader workers for real videos: one per CPU this process may use, less one for the
     training loop, at least 1 and at most 8."""

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from mp_layers.training.config import TrainerConfig
 from mp_layers.training.sampler import ResumableBatchSampler
+from mp_layers.typecheck import typechecked
 
 
 class EpochItems(Dataset[Any]):
@@ -37,6 +38,7 @@ class EpochSubset(Dataset[Any]):
     """`torch.utils.data.Subset` for epoch-aware datasets: `set_epoch` reaches the dataset, so
     a split of a `VideoFolder` still draws new clips every epoch."""
 
+    @typechecked
     def __init__(self, data: Any, indices: Sequence[int]) -> None:
         self.data, self.indices = data, list(indices)
 

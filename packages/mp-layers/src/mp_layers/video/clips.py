@@ -36,6 +36,7 @@ def fps_timeline(seconds: np.ndarray, fps: float) -> np.ndarray:
     return positions.astype(np.int64)
 
 
+@typechecked
 def item_rng(seed: int, epoch: int, index: int, stream: int = 0) -> np.random.Generator:
     """The random stream of one item: a pure function of `(seed, epoch, index, stream)`, so
     DataLoader workers never repeat each other and a resumed run draws what an uninterrupted one
@@ -43,6 +44,7 @@ def item_rng(seed: int, epoch: int, index: int, stream: int = 0) -> np.random.Ge
     return np.random.default_rng([stream, seed, epoch, index])
 
 
+@typechecked
 @dataclass(frozen=True)
 class ClipSpec:
     """How clips are cut from a timeline of `length` steps.

@@ -57,6 +57,7 @@ def _find_clips(root: Path, extensions: tuple[str, ...]) -> list[Path]:
     return sorted(clips)
 
 
+@typechecked
 def check_clip_options(
     image_size: int | tuple[int, int],
     frame_stride: int,

@@ -43,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 __all__ = ["PrepareSummary", "prepare_videos", "transcode_video"]
 
 
+@typechecked
 @dataclass
 class PrepareSummary:
     """What `prepare_videos` did: outputs written, outputs already there, failures by file."""

@@ -36,6 +36,7 @@ __all__ = ["FRAME_FOLDER_FPS", "VideoProbe", "open_container", "probe_video"]
 FRAME_FOLDER_FPS = 25.0
 
 
+@typechecked
 @dataclass(frozen=True)
 class VideoProbe:
     """What a decoder needs to know about one video before decoding any of it.
@@ -81,6 +82,7 @@ def _probe_folder(folder: Path) -> VideoProbe:
     return VideoProbe(pts, Fraction(1) / Fraction(FRAME_FOLDER_FPS), width, height, False)
 
 
+@typechecked
 def open_container(source: Path | bytes) -> av.container.InputContainer:
     """A PyAV input container over a file or the bytes of one (a shard member)."""
     return av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r")

@@ -30,6 +30,7 @@ __all__ = ["frame_index", "indexed_frame", "write_indexed_video", "write_video_f
 _BANDS = 3  # digits per frame: up to 16 ** 3 = 4096 frames
 
 
+@typechecked
 def indexed_frame(index: int, height: int, width: int) -> np.ndarray:
     """uint8 `(height, width, 3)`: band `b` (top to bottom) is grey `16 * digit_b + 8`, the
     `b`-th base-16 digit of `index` (least significant first)."""
