@@ -20,7 +20,11 @@
   step and the sampler's network calls through `torch.compile`.
 - CLI helpers shared by the model packages: `add_train_arguments`, `add_sample_arguments`,
   `parse_train_args` (TOML `--config`), `trainer_config_from_args`, `make_dataset`, and the
-  skeleton of every `train` command: `TrainJob` -> `run_train_job` (run config, fit, report).
+  skeleton of every `train` command: `TrainJob` -> `run_train_job` (run config, fit, report,
+  `report.json`).
+- Evaluation on any data: `held_out_split` (whole videos, shards, or the end of every video in
+  time for small folders), `held_out_clips`, `write_report`; experiment trackers through
+  Accelerate (`TrainerConfig.report_to`, `--report-to`; `mp_layers.training.trackers`).
 """
 
 from mp_layers.training.checkpoint import (
@@ -48,6 +52,7 @@ from mp_layers.training.cli import (
 from mp_layers.training.command import TrainJob, run_train_job
 from mp_layers.training.config import TrainerConfig
 from mp_layers.training.data import EpochSubset
+from mp_layers.training.evaluation import HeldOutSplit, held_out_clips, held_out_split, write_report
 from mp_layers.training.metrics import plot_loss, read_metrics
 from mp_layers.training.sampler import ResumableBatchSampler
 from mp_layers.training.samples import write_sample_sheet
@@ -57,6 +62,7 @@ __all__ = [
     "CheckpointError",
     "EpochSubset",
     "FitResult",
+    "HeldOutSplit",
     "NonFiniteLossError",
     "ResumableBatchSampler",
     "TrainJob",
@@ -68,6 +74,8 @@ __all__ = [
     "data_options",
     "default_num_workers",
     "find_run_config",
+    "held_out_clips",
+    "held_out_split",
     "latest_checkpoint",
     "list_checkpoints",
     "load_model_weights",
@@ -83,5 +91,6 @@ __all__ = [
     "timed_fit",
     "trainer_config_from_args",
     "verify_checkpoint",
+    "write_report",
     "write_sample_sheet",
 ]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mp_layers.flags import DataFlags as DataFlags
-from mp_layers.training.config import DISTRIBUTED, MIXED_PRECISION, TrainerConfig
+from mp_layers.training.config import DISTRIBUTED, MIXED_PRECISION, REPORT_TO, TrainerConfig
 from mp_layers.typecheck import typechecked
 
 SAMPLINGS = ("random", "uniform", "first")  # mp_layers.video.clips.SAMPLINGS, without its import
@@ -37,7 +37,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     `--resume latest|PATH`, `--mixed-precision no|bf16|fp16`, `--config FILE`, plus `--seed`,
     `--grad-accum-steps`, `--save-every`, `--sample-every`, `--max-time` (seconds),
     `--distributed ddp|fsdp` (how several processes share the model; `TrainerConfig.distributed`)
-    and `--compile` (`torch.compile` the model; `TrainerConfig.compile`).
+    `--compile` (`torch.compile` the model; `TrainerConfig.compile`) and `--report-to
+    none|tensorboard|wandb|trackio` (an experiment tracker; `TrainerConfig.report_to`).
 
     Data: `--data` is 'synthetic', a folder of videos (`VideoFolder`) or a WebDataset shard
     pattern such as `data/{00000..00009}.tar` (`VideoShards`); `--num-workers` DataLoader
@@ -80,6 +81,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help="several processes: 'ddp' (whole model on each) or 'fsdp' (sharded)",
     )
     add("--compile", action="store_true", help="torch.compile the model for training and sampling")
+    add(
+        "--report-to",
+        default="none",
+        choices=REPORT_TO,
+        help="experiment tracker through Accelerate (default: metrics.csv and loss.png only)",
+    )
     return parser
 
 
@@ -238,6 +245,7 @@ def trainer_config_from_args(args: argparse.Namespace, **overrides: Any) -> Trai
         "max_time_s": args.max_time,
         "distributed": args.distributed,
         "compile": args.compile,
+        "report_to": getattr(args, "report_to", "none"),
     }
     values.update(overrides)
     return TrainerConfig(**values)

@@ -10,7 +10,9 @@ way for every package:
 3. on the main process print what the run did (`print_fit`) and call `report(trainer, result,
    summary)`: the package's sampling and evaluation, which extends `summary`. `print_fit` runs
    first unless `report_first=True` (for commands whose report prints lines that belong above
-   the fit summary, e.g. a stage banner).
+   the fit summary, e.g. a stage banner);
+4. write the summary, with every figure the report added, to `out_dir/report.json`, and close
+   the experiment tracker (`--report-to`).
 
 Returns the summary dict (also on the other processes, without the report's figures).
 """
@@ -27,6 +29,7 @@ from torch import nn
 from mp_layers.pretrained import write_config
 from mp_layers.training.cli import print_fit, timed_fit
 from mp_layers.training.config import TrainerConfig
+from mp_layers.training.evaluation import write_report
 from mp_layers.training.phases import LossFn, OptimizerFactory
 from mp_layers.training.trainer import FitResult, Trainer
 from mp_layers.typecheck import typechecked
@@ -76,16 +79,20 @@ def run_train_job(
         loss_fn=job.loss_fn,
         **job.trainer_kwargs,
     )
-    result, summary = timed_fit(trainer, resume)
-    if trainer.accelerator.is_main_process:
-        summary.update(
-            checkpoint=None if result.checkpoint is None else str(result.checkpoint),
-            loss_plot=str(out / "loss.png"),
-            final_loss=result.losses[-1] if result.losses else None,
-        )
-        if report is not None and report_first:
-            report(trainer, result, summary)
-        print_fit(result, summary, out)
-        if report is not None and not report_first:
-            report(trainer, result, summary)
+    try:
+        result, summary = timed_fit(trainer, resume)
+        if trainer.accelerator.is_main_process:
+            summary.update(
+                checkpoint=None if result.checkpoint is None else str(result.checkpoint),
+                loss_plot=str(out / "loss.png"),
+                final_loss=result.losses[-1] if result.losses else None,
+            )
+            if report is not None and report_first:
+                report(trainer, result, summary)
+            print_fit(result, summary, out)
+            if report is not None and not report_first:
+                report(trainer, result, summary)
+            write_report(out, summary)
+    finally:
+        trainer.end_tracking()
     return summary

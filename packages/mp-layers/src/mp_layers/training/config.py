@@ -11,6 +11,7 @@ from mp_layers.typecheck import typechecked
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 DISTRIBUTED = ("ddp", "fsdp")
+REPORT_TO = ("none", "tensorboard", "wandb", "trackio")
 
 
 def _fail(name: str, expected: str, value: object) -> ValueError:
@@ -71,6 +72,10 @@ class TrainerConfig:
             network calls (the saved weights are the uncompiled module's).
         compile_backend: the `torch.compile` backend (default 'inductor'; 'aot_eager' needs no
             C++ compiler).
+        report_to: an experiment tracker through Accelerate: 'none' (default; `metrics.csv` and
+            `loss.png` only), 'tensorboard' (event files under `out_dir/tracking/<project>`),
+            'wandb' or 'trackio' (see `mp_layers.training.trackers`).
+        tracker_project: the tracker's project / run name (default: the name of `out_dir`).
     """
 
     out_dir: str | Path = "runs/train"
@@ -98,6 +103,8 @@ class TrainerConfig:
     distributed: str = "ddp"
     compile: bool = False
     compile_backend: str = "inductor"
+    report_to: str = "none"
+    tracker_project: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.out_dir, Path):
@@ -144,6 +151,12 @@ class TrainerConfig:
             raise _fail("distributed", f"one of {DISTRIBUTED}", self.distributed)
         if not isinstance(self.compile_backend, str) or not self.compile_backend:
             raise _fail("compile_backend", "a torch.compile backend name", self.compile_backend)
+        if self.report_to not in REPORT_TO:
+            raise _fail("report_to", f"one of {REPORT_TO}", self.report_to)
+        if self.tracker_project is not None and not (
+            isinstance(self.tracker_project, str) and self.tracker_project
+        ):
+            raise _fail("tracker_project", "None or a non-empty name", self.tracker_project)
         for name in ("cpu", "progress_bar", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise _fail(name, "a bool", getattr(self, name))

@@ -5,6 +5,7 @@ micro-batches, reduced over processes, clipped and stepped unless non-finite, th
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,16 +26,32 @@ if TYPE_CHECKING:
 @dataclass
 class StepOutcome:
     """One training step: the main loss, its pre-clip gradient norm and whether the main optimizer
-    stepped, and `(loss, stepped)` of each phase that ran."""
+    stepped, `(loss, stepped)` of each phase that ran, the seconds spent waiting for the
+    step's batches and how many samples they held (on this process)."""
 
     loss: float
     grad_norm: float | None
     main_finite: bool
     phases: dict[str, tuple[float, bool]]
+    data_seconds: float = 0.0
+    samples: int = 0
 
     @property
     def finite(self) -> bool:
         return self.main_finite and all(ok for _, ok in self.phases.values())
+
+
+def batch_size(batch: Any) -> int:
+    """The number of samples in `batch`: the length of its first tensor (a tensor, or a dict,
+    list or tuple holding one); 0 when it holds none."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.ndim else 1
+    values = batch.values() if isinstance(batch, dict) else batch
+    if isinstance(values, (list, tuple)) or isinstance(batch, dict):
+        for value in values:
+            if isinstance(value, torch.Tensor) and value.ndim:
+                return int(value.shape[0])
+    return 0
 
 
 class TrainStep:
@@ -67,8 +84,13 @@ class TrainStep:
         accelerator, config = self.accelerator, self.config
         kept: list[Any] = []  # this step's micro-batches, for the phases
         total = torch.zeros((), device=accelerator.device)
+        waited, samples = 0.0, 0
         for _ in range(config.grad_accum_steps):
-            batch = send_to_device(next(batches), accelerator.device, non_blocking=True)
+            start = time.perf_counter()
+            batch = next(batches)
+            waited += time.perf_counter() - start
+            samples += batch_size(batch)
+            batch = send_to_device(batch, accelerator.device, non_blocking=True)
             self.batches_consumed += 1
             if self.phases:
                 kept.append(batch)
@@ -83,7 +105,7 @@ class TrainStep:
             self.scheduler.step()
         # All of the model: the main loss usually reaches the phases' parameters as well.
         self.model.zero_grad(set_to_none=True)
-        outcome = StepOutcome(loss_value, grad_norm, finite, {})
+        outcome = StepOutcome(loss_value, grad_norm, finite, {}, waited, samples)
         for phase in self.phases:
             if self.step % phase.every:
                 continue

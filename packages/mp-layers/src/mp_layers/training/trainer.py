@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, IterableDataset, default_collate
 from tqdm.auto import tqdm
 
 from mp_layers.training import checkpoint as ckpt
-from mp_layers.training import sharding
+from mp_layers.training import sharding, trackers
 from mp_layers.training.config import TrainerConfig
 from mp_layers.training.data import endless_batches
 from mp_layers.training.ema import ema_reads_weights, make_ema
@@ -158,6 +158,7 @@ class Trainer(TrainStep, TrainState):
         config = TrainerConfig() if config is None else config
         if config.sample_every and sample_fn is None:
             raise ValueError(f"sample_every={config.sample_every} needs a sample_fn, got None")
+        trackers.check_tracker(config.report_to)
         phases = check_phases(phases, config.mixed_precision)
         phase_names = [phase.name for phase in phases]
         # Checked on the bare model before Accelerate exists, so a bad selection changes no state.
@@ -188,6 +189,8 @@ class Trainer(TrainStep, TrainState):
                 [DistributedDataParallelKwargs(find_unused_parameters=True)] if phases else None
             ),
             fsdp_plugin=plugin,
+            log_with=None if config.report_to == "none" else config.report_to,
+            project_dir=str(self.out_dir / "tracking"),
         )
         accelerator = self.accelerator
         if plugin is not None:
@@ -268,6 +271,7 @@ class Trainer(TrainStep, TrainState):
         self.skipped_steps = 0
         self.consecutive_nonfinite = 0
         self.checkpoint_dir = self.out_dir / "checkpoints"
+        self._trackers_started = False
         self.metrics = MetricsLog(
             self.out_dir / "metrics.csv", extra_fields=[f"loss_{name}" for name in phase_names]
         )
@@ -308,7 +312,39 @@ class Trainer(TrainStep, TrainState):
         finally:
             model.train(was_training)
         path = self.out_dir / "samples" / f"{ckpt.checkpoint_name(self.step)}.gif"
+        self.log_videos("samples", videos)
         return write_sample_sheet(videos, path, fps=self.config.sample_fps)
+
+    # ------------------------------------------------------------------ trackers
+
+    def start_tracking(self) -> None:
+        """Start the `config.report_to` tracker once (`fit` does; a no-op for 'none')."""
+        if not self._trackers_started:
+            trackers.start_trackers(self.accelerator, self.config)
+            self._trackers_started = True
+
+    def log(self, values: dict[str, float], *, step: int | None = None) -> None:
+        """Log scalars (e.g. held-out figures `{"held_out/loss": 0.12}`) to the tracker at `step`
+        (default: the current step); non-finite values are left out."""
+        self.start_tracking()
+        trackers.log_scalars(self.accelerator, values, self.step if step is None else step)
+
+    def log_videos(self, name: str, videos: torch.Tensor, *, step: int | None = None) -> None:
+        """Log a sheet of `videos` (B, C, F, H, W) in [0, 1] to the tracker (main process)."""
+        self.start_tracking()
+        trackers.log_videos(
+            self.accelerator,
+            name,
+            videos,
+            step=self.step if step is None else step,
+            fps=self.config.sample_fps,
+        )
+
+    def end_tracking(self) -> None:
+        """Flush and close the tracker (`run_train_job` calls it after the report)."""
+        if self._trackers_started:
+            self.accelerator.end_training()
+            self._trackers_started = False
 
     def _sampling_network(self, model: nn.Module) -> nn.Module:
         """`model`, compiled once per model when `config.compile` is set."""
@@ -351,8 +387,10 @@ class Trainer(TrainStep, TrainState):
             if self.post_hoc_ema is not None and start is None:
                 shutil.rmtree(self.out_dir / "post_hoc_ema", ignore_errors=True)
                 (self.out_dir / "post_hoc_ema").mkdir(parents=True)
+        self.start_tracking()
         self.model.train()
         batches = self._batches()
+        self._progress = _Progress(self.step)
         bar = tqdm(
             total=config.steps,
             initial=self.step,
@@ -370,6 +408,7 @@ class Trainer(TrainStep, TrainState):
                 for name, losses in result.phase_losses.items():
                     phase_loss, phase_finite = outcome.phases.get(name, (math.nan, False))
                     losses.append(phase_loss if phase_finite else math.nan)
+                self._progress.add(outcome)
                 self._after_step(outcome, lr, time.perf_counter() - t0, bar)
                 if config.sample_every and self.step % config.sample_every == 0:
                     self.sample()
@@ -429,11 +468,30 @@ class Trainer(TrainStep, TrainState):
             )
             if self.step % config.log_every == 0:
                 self.metrics.flush()
+                progress = self._progress
                 shown = {
                     f"loss_{name}": f"{value:.4g}" for name, (value, _) in outcome.phases.items()
                 }
+                bar.total = progress.expected_total(self.step, elapsed, config)
                 bar.set_postfix(
-                    loss=f"{loss:.4g}", **shown, skipped=self.skipped_steps, refresh=False
+                    loss=f"{loss:.4g}",
+                    **shown,
+                    skipped=self.skipped_steps,
+                    data=f"{progress.data_share:.0%}",
+                    clips_s=f"{progress.samples_per_second:.3g}",
+                    refresh=False,
+                )
+                trackers.log_scalars(
+                    self.accelerator,
+                    {
+                        "train/loss": loss,
+                        "train/lr": lr,
+                        "train/grad_norm": grad_norm,
+                        "train/data_wait": progress.data_share,
+                        "train/clips_per_second": progress.samples_per_second,
+                        **{f"train/loss_{n}": v for n, (v, _) in outcome.phases.items()},
+                    },
+                    self.step,
                 )
             bar.update(1)
         if self.consecutive_nonfinite >= config.max_nonfinite_steps:
@@ -447,3 +505,41 @@ class Trainer(TrainStep, TrainState):
                 f"checkpoint in {self.checkpoint_dir} is the last good state; lower the learning "
                 "rate, enable max_grad_norm or use bf16 instead of fp16."
             )
+
+
+class _Progress:
+    """What the progress bar shows beyond the step count: the share of the step time spent
+    waiting for data, the samples per second (of this process), and the step the run will end
+    at: `config.steps`, or the step `max_time_s` reaches first at the pace so far."""
+
+    def __init__(self, start_step: int) -> None:
+        self.start_step = start_step
+        self.data_seconds = 0.0
+        self.samples = 0
+        self.start = time.perf_counter()
+
+    def add(self, outcome: StepOutcome) -> None:
+        self.data_seconds += outcome.data_seconds
+        self.samples += outcome.samples
+
+    @property
+    def elapsed(self) -> float:
+        return max(time.perf_counter() - self.start, 1e-9)
+
+    @property
+    def data_share(self) -> float:
+        return min(self.data_seconds / self.elapsed, 1.0)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.elapsed
+
+    def expected_total(self, step: int, elapsed: float, config: TrainerConfig) -> int:
+        """`config.steps`, or fewer when `config.max_time_s` will end the run first: this call's
+        step plus the remaining time over this call's mean seconds per step, rounded up (the run
+        stops after the first step that ends past the limit)."""
+        if config.max_time_s is None or step <= self.start_step:
+            return config.steps
+        per_step = elapsed / (step - self.start_step)
+        remaining = max(config.max_time_s - elapsed, 0.0)
+        return min(config.steps, step + math.ceil(remaining / per_step))

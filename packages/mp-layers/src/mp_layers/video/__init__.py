@@ -9,9 +9,19 @@ batched by `collate_videos`. Measure: `palette_color_accuracy` / `predict_palett
 the `MovingShapes` palette (`PALETTE`, `COLOR_NAMES`, `SHAPE_NAMES`).
 Sample quality (`quality`): `object_rate`, `shape_accuracy` / `predict_shape`, `motion_stats` /
 `real_motion_stats` and `sample_quality_report`, on `object_masks` / `connected_components`.
+Against real clips, for any data (`compare`): `mean_frame_difference`, `colour_histogram_distance`,
+`psnr`, `ssim`, `real_data_report` and `write_comparison_sheet` (real clips above samples).
 """
 
 from mp_layers.video._color import COLOR_NAMES, LUMA_WEIGHTS, PALETTE
+from mp_layers.video.compare import (
+    colour_histogram_distance,
+    mean_frame_difference,
+    psnr,
+    real_data_report,
+    ssim,
+    write_comparison_sheet,
+)
 from mp_layers.video.datasets import VideoFolder, collate_videos
 from mp_layers.video.io import (
     FRAME_SUFFIXES,
@@ -50,20 +60,26 @@ __all__ = [
     "VideoFolder",
     "VideoShards",
     "collate_videos",
+    "colour_histogram_distance",
     "component_areas",
     "connected_components",
     "count_frames",
+    "mean_frame_difference",
     "motion_stats",
     "object_masks",
     "object_rate",
     "palette_color_accuracy",
     "predict_palette_color",
     "predict_shape",
+    "psnr",
     "read_video",
+    "real_data_report",
     "real_motion_stats",
     "resize_center_crop",
     "sample_quality_report",
     "shape_accuracy",
+    "ssim",
     "video_grid",
+    "write_comparison_sheet",
     "write_video",
 ]

@@ -36,6 +36,25 @@ def fps_timeline(seconds: np.ndarray, fps: float) -> np.ndarray:
     return positions.astype(np.int64)
 
 
+SPLITS = ("all", "train", "held_out")
+
+
+def split_timeline(timeline: np.ndarray, span: int, part: str, fraction: float) -> np.ndarray:
+    """The `part` of a video's `timeline` for a held-out split in time: "train" is the start,
+    "held_out" the end, holding `max(ceil(fraction * n), span)` of the `n` steps (one clip's
+    `span` when the video allows) but never more than half; "all" is the whole timeline. A
+    one-step timeline cannot be split: both parts are that step."""
+    if part not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, got {part!r}")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"held_out_fraction: expected a float in (0, 1), got {fraction!r}")
+    n = len(timeline)
+    if part == "all" or n < 2:
+        return timeline
+    held = max(1, min(max(math.ceil(fraction * n), span), n // 2))
+    return timeline[: n - held] if part == "train" else timeline[n - held :]
+
+
 @typechecked
 def item_rng(seed: int, epoch: int, index: int, stream: int = 0) -> np.random.Generator:
     """The random stream of one item: a pure function of `(seed, epoch, index, stream)`, so

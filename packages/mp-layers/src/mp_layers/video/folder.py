@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, get_worker_info
 from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_int
 from mp_layers.video._color import to_channels
-from mp_layers.video.clips import ClipSpec, fps_timeline, item_rng
+from mp_layers.video.clips import ClipSpec, fps_timeline, item_rng, split_timeline
 from mp_layers.video.decode import cover_size, decode_frames
 from mp_layers.video.io import FRAME_SUFFIXES, VIDEO_SUFFIXES
 from mp_layers.video.probe import VideoProbe, probe_video
@@ -102,8 +102,12 @@ class ClipMaker:
         crop: str,
         random_flip: bool,
         channels: int,
+        split: str = "all",
+        held_out_fraction: float = 0.1,
     ) -> None:
         self.size = check_clip_options(image_size, frame_stride, fps, crop)
+        split_timeline(np.zeros(0), 1, split, held_out_fraction)  # checks both
+        self.split, self.held_out_fraction = split, held_out_fraction
         step = 1 if fps is not None else frame_stride
         self.spec = ClipSpec(num_frames, step, clips_per_video, sampling)  # type: ignore[arg-type]
         if channels not in (1, 3) or isinstance(channels, bool):
@@ -112,10 +116,13 @@ class ClipMaker:
         self.random_flip, self.channels = random_flip, channels
 
     def timeline(self, probe: VideoProbe) -> np.ndarray:
-        """The frame positions a clip steps through (see `mp_layers.video.clips`)."""
+        """The frame positions a clip steps through (see `mp_layers.video.clips`), of the
+        `split` part of the video (`split_timeline`)."""
         if self.fps is None:
-            return np.arange(probe.num_frames, dtype=np.int64)
-        return fps_timeline(probe.seconds, self.fps)
+            timeline = np.arange(probe.num_frames, dtype=np.int64)
+        else:
+            timeline = fps_timeline(probe.seconds, self.fps)
+        return split_timeline(timeline, self.spec.span, self.split, self.held_out_fraction)
 
     def plan(
         self,
@@ -202,6 +209,12 @@ class VideoFolder(Dataset[dict[str, Any]]):
     `frame_indices` int64 `(num_frames,)`, the positions of the clip's frames in the file's
     decoded order; `fps`, the clip's frame rate as sampled.
 
+    `split="train"` or `"held_out"` keeps the start or the end of every video (a held-out split
+    in time for folders of few videos: `clips.split_timeline`, `held_out_fraction` of each
+    video, at least a clip's span where the video allows); `options` holds the constructor's
+    keyword arguments, so `VideoFolder(folder.root, **{**folder.options, "split": ...})` makes
+    the other part.
+
     Bad files (empty, no index, no video stream, undecodable) raise a `ValueError` naming the
     file at construction, where every file is probed. With `skip_undecodable=True` they are left
     out with a warning and counted in `num_skipped`; a clip that still fails to decode later is
@@ -227,7 +240,10 @@ class VideoFolder(Dataset[dict[str, Any]]):
         pad_short: bool = True,
         skip_undecodable: bool = False,
         channels: int = 3,
+        split: Literal["all", "train", "held_out"] = "all",
+        held_out_fraction: float = 0.1,
     ) -> None:
+        self.options = {k: v for k, v in locals().items() if k not in ("self", "root", "__class__")}
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f"root: expected an existing folder, got {self.root}")
@@ -241,6 +257,8 @@ class VideoFolder(Dataset[dict[str, Any]]):
             crop=crop,
             random_flip=random_flip,
             channels=channels,
+            split=split,
+            held_out_fraction=held_out_fraction,
         )
         self.spec, self.size = self.maker.spec, self.maker.size
         self.image_size, self.num_frames, self.frame_stride = image_size, num_frames, frame_stride

@@ -72,6 +72,9 @@ class VideoShards(IterableDataset[dict[str, Any]]):
     worker)` and each clip's `(seed, pass, key, clip)`, and `set_epoch` sets the pass (a resumed
     run draws a new stream: shard streams do not resume mid-epoch exactly, `VideoFolder` does).
 
+    `split` and `held_out_fraction`: a held-out split in time of every video, as `VideoFolder`'s;
+    `options` holds the constructor's keyword arguments.
+
     A shard that cannot be read (missing, truncated) or a sample that cannot be decoded raises a
     `ValueError` naming the shard and key; with `skip_undecodable=True` it is skipped with a
     warning and counted in `num_skipped` (per process).
@@ -97,8 +100,11 @@ class VideoShards(IterableDataset[dict[str, Any]]):
         channels: int = 3,
         rank: int | None = None,
         world_size: int | None = None,
+        split: Literal["all", "train", "held_out"] = "all",
+        held_out_fraction: float = 0.1,
     ) -> None:
         super().__init__()
+        self.options = {k: v for k, v in locals().items() if k not in ("self", "urls", "__class__")}
         self.shards = expand_shards(urls)
         self.maker = ClipMaker(
             image_size=image_size,
@@ -110,6 +116,8 @@ class VideoShards(IterableDataset[dict[str, Any]]):
             crop=crop,
             random_flip=random_flip,
             channels=channels,
+            split=split,
+            held_out_fraction=held_out_fraction,
         )
         self.seed, self.resampled, self.skip_undecodable = seed, resampled, skip_undecodable
         self.shuffle = check_int("shuffle", shuffle, minimum=0)
