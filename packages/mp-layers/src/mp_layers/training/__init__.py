@@ -52,7 +52,14 @@ from mp_layers.training.cli import (
 from mp_layers.training.command import TrainJob, run_train_job
 from mp_layers.training.config import TrainerConfig
 from mp_layers.training.data import EpochSubset
-from mp_layers.training.evaluation import HeldOutSplit, held_out_clips, held_out_split, write_report
+from mp_layers.training.evaluation import (
+    HeldOutSplit,
+    fixed_noise_losses,
+    held_out_clips,
+    held_out_split,
+    report_against_real,
+    write_report,
+)
 from mp_layers.training.metrics import plot_loss, read_metrics
 from mp_layers.training.sampler import ResumableBatchSampler
 from mp_layers.training.samples import write_sample_sheet
@@ -74,6 +81,7 @@ __all__ = [
     "data_options",
     "default_num_workers",
     "find_run_config",
+    "fixed_noise_losses",
     "held_out_clips",
     "held_out_split",
     "latest_checkpoint",
@@ -86,6 +94,7 @@ __all__ = [
     "plot_loss",
     "print_fit",
     "read_metrics",
+    "report_against_real",
     "resolve_checkpoint",
     "run_train_job",
     "timed_fit",

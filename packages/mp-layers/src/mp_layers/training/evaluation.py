@@ -20,7 +20,14 @@ import torch
 from mp_layers.training.data import EpochSubset
 from mp_layers.typecheck import typechecked
 
-__all__ = ["HeldOutSplit", "held_out_clips", "held_out_split", "write_report"]
+__all__ = [
+    "HeldOutSplit",
+    "fixed_noise_losses",
+    "held_out_clips",
+    "held_out_split",
+    "report_against_real",
+    "write_report",
+]
 
 
 @dataclass
@@ -159,3 +166,49 @@ def write_report(out_dir: str | Path, report: dict[str, Any]) -> Path:
     path = Path(out_dir) / "report.json"
     write_config(path, _jsonable(report))
     return path
+
+
+@typechecked
+def fixed_noise_losses(
+    loss_at: Any, clips: torch.Tensor, levels: Any, *, seed: int = 0
+) -> dict[str, float]:
+    """Held-out loss at fixed noise levels, comparable between runs and checkpoints: for each
+    level, `loss_at(clips, level, generator) -> scalar tensor` with a generator seeded by
+    `(seed, level's position)`, under `torch.no_grad()`. `loss_at` draws all its noise from the
+    generator (on the clips' device). Returns `{str(level): loss}`."""
+    figures: dict[str, float] = {}
+    with torch.no_grad():
+        for position, level in enumerate(levels):
+            generator = torch.Generator(device=clips.device).manual_seed(seed * 1000 + position)
+            figures[str(level)] = float(loss_at(clips, level, generator))
+    return figures
+
+
+@typechecked
+def report_against_real(
+    trainer: Any,
+    summary: dict[str, Any],
+    samples: torch.Tensor,
+    real: torch.Tensor,
+    *,
+    name: str = "samples",
+    what: str = "samples",
+    fps: int = 8,
+) -> dict[str, float]:
+    """The real-data part of a run's report: `real_data_report(samples, real)` printed and added
+    to `summary` as `summary[name] = {"motion", "real_motion", "colour_histogram_distance",
+    "sheet_gif", "sheet_mp4"}`, the sheet of real clips above the samples written to
+    `out_dir/{name}_vs_real.gif` and `.mp4`, and both logged to the run's tracker (`held_out/`
+    scalars, the samples as a video). Returns the figures."""
+    from mp_layers.video import real_data_report, write_comparison_sheet
+
+    figures, line = real_data_report(samples, real, what=what)
+    gif, mp4 = write_comparison_sheet(
+        samples, real, Path(trainer.out_dir) / f"{name}_vs_real.gif", fps=fps
+    )
+    print(line)
+    print(f"{what} beside held-out real clips (top rows): {gif} and {mp4}")
+    summary[name] = {**figures, "sheet_gif": str(gif), "sheet_mp4": str(mp4)}
+    trainer.log({f"held_out/{name}_{key}": value for key, value in figures.items()})
+    trainer.log_videos(name, samples)
+    return figures

@@ -86,6 +86,31 @@ def check_clip_options(
     return size
 
 
+def read_caption(video: Path) -> str | None:
+    """The caption of `video` from its sidecar: `clip.txt` (the stripped text), else `clip.json`
+    (its "caption" or "text" value); None without a sidecar. A sidecar that is not UTF-8 (or
+    not JSON) raises `ValueError` naming it."""
+    import json
+
+    for suffix in (".txt", ".json"):
+        sidecar = video.with_suffix(suffix)
+        if not sidecar.is_file():
+            continue
+        try:
+            text = sidecar.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"caption {sidecar} is not UTF-8 text ({error})") from None
+        if suffix == ".txt":
+            return text.strip()
+        try:
+            meta = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"caption {sidecar} is not valid JSON ({error})") from None
+        value = meta.get("caption", meta.get("text", "")) if isinstance(meta, dict) else ""
+        return str(value or "").strip()
+    return None
+
+
 class ClipMaker:
     """Plans and decodes the clips of one video for `VideoFolder` and `VideoShards`: the clip
     settings those datasets share, checked once."""
@@ -204,8 +229,9 @@ class VideoFolder(Dataset[dict[str, Any]]):
     the `Trainer` passes the epoch to its DataLoader workers.
 
     Items are dicts: `video` float32 `(channels, num_frames, height, width)` in [0, 1]
-    (`channels=1` is BT.601 luma); `text`, the stripped contents of a caption sidecar
-    (`clip.mp4` + `clip.txt`) or ""; `label` and `shape` -1 (unknown); `source`, the file;
+    (`channels=1` is BT.601 luma); `text`, the caption (`read_caption`: a `.txt` or `.json`
+    sidecar, read and checked at construction; one that is not UTF-8 raises `ValueError` naming
+    it) or ""; `label` and `shape` -1 (unknown); `source`, the file;
     `frame_indices` int64 `(num_frames,)`, the positions of the clip's frames in the file's
     decoded order; `fps`, the clip's frame rate as sampled.
 
@@ -303,6 +329,7 @@ class VideoFolder(Dataset[dict[str, Any]]):
                 f"{self.num_short} shorter than a clip of {self.spec.span} frames)"
             )
         self._paths = np.array(kept)
+        self._captions = np.array([read_caption(Path(p)) or "" for p in kept])
         self._pts = np.concatenate([p.pts for p in probes])
         self._pts_offsets = np.cumsum([0] + [p.num_frames for p in probes]).astype(np.int64)
         self._time_base = np.array(
@@ -320,6 +347,11 @@ class VideoFolder(Dataset[dict[str, Any]]):
     def files(self) -> list[Path]:
         """The videos used, in order."""
         return [Path(p) for p in self._paths]
+
+    @property
+    def has_captions(self) -> bool:
+        """Whether any video has a non-empty caption sidecar."""
+        return bool((np.char.str_len(self._captions.astype(str)) > 0).any())
 
     @property
     def span(self) -> int:
@@ -367,8 +399,7 @@ class VideoFolder(Dataset[dict[str, Any]]):
     def _load(self, index: int) -> dict[str, Any]:
         plan = self.plan(index)
         file = Path(self._paths[plan["video"]])
-        caption = file.with_suffix(".txt")
-        text = caption.read_text(encoding="utf-8").strip() if caption.is_file() else ""
+        text = str(self._captions[plan["video"]])
         return self.maker.item(file, self.probe(plan["video"]), plan, text=text, source=str(file))
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Any
 
 from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_int
+from mp_layers.video.folder import read_caption
 from mp_layers.video.io import VIDEO_SUFFIXES, _decoding
 
 try:
@@ -157,16 +158,6 @@ def _write_bytes(target: Path, data: bytes) -> None:
     _atomic_bytes(target, lambda path: Path(path).write_bytes(data))
 
 
-def _caption(file: Path) -> str | None:
-    sidecar = file.with_suffix(".txt")
-    if not sidecar.is_file():
-        return None
-    try:
-        return sidecar.read_text(encoding="utf-8").strip()
-    except UnicodeDecodeError as error:
-        raise ValueError(f"caption {sidecar} is not UTF-8 ({error})") from None
-
-
 def _key(relative: Path) -> str:
     """A WebDataset key (no dots: webdataset splits a member's name at its first dot)."""
     return relative.with_suffix("").as_posix().replace("/", "__").replace(".", "_")
@@ -208,7 +199,7 @@ def prepare_videos(
             data, meta = transcode_video(
                 file, short_side=short_side, keyframe_interval=keyframe_interval, crf=crf
             )
-            return data, meta, _caption(file)
+            return data, meta, read_caption(file)
         except ValueError as error:
             summary.failed[str(file)] = str(error)
             print(f"prepare-videos: skipped {file}: {error}", file=sys.stderr)
