@@ -110,18 +110,101 @@ def test_checkpoints_hold_optimizer_scheduler_and_rng(tmp_path: Path) -> None:
     } <= names
 
 
-def test_train_on_a_folder_of_real_videos_with_workers(tmp_path: Path, tiny_bert_dir: Path) -> None:
+def test_train_on_a_folder_of_real_videos_with_workers(
+    tmp_path: Path, tiny_bert_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The data path as users run it: three h264 files (sizes 96x54, 33x41, 64x48; 25, 29.97 fps
-    and variable), two captioned, fewer files than the batch, 2 DataLoader workers."""
+    and variable), two captioned, fewer files than the batch, 2 DataLoader workers, a TensorBoard
+    tracker; the report holds real-data figures only."""
+    import json
+
     from mp_layers.video.testing import write_video_folder
 
     write_video_folder(tmp_path / "videos")
     at = TINY_RUN.index("--num-videos")
     base = TINY_RUN[:at] + TINY_RUN[at + 2 :]  # --num-videos is MovingShapes'
-    summary = train(
-        [*base, "--out", str(tmp_path / "run"), "--data", str(tmp_path / "videos"),
+    run = tmp_path / "run"
+    code = main(
+        ["train", *base, "--out", str(run), "--data", str(tmp_path / "videos"),
          "--batch-size", "4", "--num-workers", "2", "--clips-per-video", "all",
-         "--text-encoder", str(tiny_bert_dir)]
+         "--text-encoder", str(tiny_bert_dir), "--report-to", "tensorboard"]
     )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "held-out loss at fixed noise" in printed
+    assert "held-out real clips: motion" in printed
+    assert "colour accuracy" not in printed
+    assert "quality:" not in printed  # no MovingShapes figure
+    report = json.loads((run / "report.json").read_text())
+    assert report["step"] == 2
+    assert set(report["held_out_loss"]) == {"t=1", "t=5", "t=9"}
+    assert report["held_out"] == "the last 10% of each of 3 videos held out"
+    assert {"motion", "real_motion", "colour_histogram_distance"} <= set(report["samples_vs_real"])
+    assert not {"color_accuracy", "quality"} & set(report)
+    config = json.loads((run / CONFIG_FILE).read_text())
+    assert config["cond"] == "text"  # auto: two of the three videos have captions
+    assert config["data"] == "videos"
+    assert config["sample_prompts"]  # the captions of the videos
+    for name in ("samples.gif", "samples_vs_real.gif", "samples_vs_real.mp4"):
+        assert (run / name).is_file(), name
+    assert list((run / "tracking").glob("**/events.out.tfevents.*"))
+
+    assert main(["sample", "--checkpoint", str(run), "--out", str(tmp_path / "s.mp4"),
+                 "--sample-steps", "1", "--num-per-row", "1"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "colour accuracy" not in printed
+    assert read_video(tmp_path / "s.mp4").shape[1] == 2
+
+
+def test_videos_without_captions_train_unconditionally(tmp_path: Path) -> None:
+    import json
+
+    from mp_layers.video.testing import write_video_folder
+
+    write_video_folder(tmp_path / "videos", captions=False)
+    at = TINY_RUN.index("--num-videos")
+    base = TINY_RUN[:at] + TINY_RUN[at + 2 :]
+    summary = train([*base, "--out", str(tmp_path / "run"), "--data", str(tmp_path / "videos"),
+                     "--batch-size", "4"])  # fmt: skip
     assert summary["step"] == 2
-    assert (tmp_path / "run" / "samples.gif").is_file()
+    assert json.loads((tmp_path / "run" / CONFIG_FILE).read_text())["cond"] == "none"
+    assert "sample_prompts" not in summary
+
+
+def test_bad_user_data_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mp_layers.video.testing import write_video_folder
+
+    at = TINY_RUN.index("--num-videos")
+    base = TINY_RUN[:at] + TINY_RUN[at + 2 :]
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("not a video")
+    (junk / "clip.mp4").write_bytes(b"not an mp4 either")
+    assert main(["train", *base, "--out", str(tmp_path / "a"), "--data", str(junk)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0
+    assert error.startswith("video-ddpm train: error:")
+    assert "clip.mp4" in error
+
+    videos = tmp_path / "videos"
+    write_video_folder(videos)
+    (videos / "a.txt").write_bytes(b"caf\xe9")
+    assert main(["train", *base, "--out", str(tmp_path / "b"), "--data", str(videos)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0
+    assert "a.txt is not UTF-8 text" in error
+
+    import accelerate.utils
+
+    monkeypatch.setattr(accelerate.utils, "is_wandb_available", lambda: False)
+    (videos / "a.txt").write_text("a caption")
+    assert main(["train", *base, "--out", str(tmp_path / "c"), "--data", str(videos),
+                 "--cond", "none", "--report-to", "wandb"]) == 1  # fmt: skip
+    error = capsys.readouterr().err.strip()
+    assert "mp-layers[wandb]" in error
+    assert error.count("\n") == 0
+    assert main(["train", *base, "--out", str(tmp_path / "d"), "--data", str(videos),
+                 "--cond", "class"]) == 1  # fmt: skip
+    assert "--cond class: expected class-labelled data" in capsys.readouterr().err

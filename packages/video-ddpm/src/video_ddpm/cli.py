@@ -74,7 +74,12 @@ def _train_parser() -> argparse.ArgumentParser:
     add_train_arguments(parser)
     parser.set_defaults(**DEFAULTS)
     add = parser.add_argument
-    add("--cond", default="text", choices=CONDITIONS, help="conditioning of the model")
+    add(
+        "--cond",
+        default="auto",
+        choices=CONDITIONS,
+        help="conditioning: auto (text for MovingShapes or captioned videos, else none)",
+    )
     add("--text-encoder", default=None, help="transformers name or folder (default: MiniLM-L6)")
     add("--text-use-cls", action="store_true", help="pool the [CLS] token instead of the mean")
     add("--num-classes", type=int, default=None, help="--cond class: default 4 (colours)")
@@ -96,7 +101,7 @@ def _train_parser() -> argparse.ArgumentParser:
     add("--ema-beta", type=float, default=0.99, help="EMA decay of the sampled weights")
     add("--sampler", default="ddim", choices=SAMPLERS, help="sampler of the final samples")
     add("--sample-steps", type=int, default=50, help="sampler steps of the final samples")
-    add("--guidance", type=float, default=3.0, help="classifier-free guidance weight")
+    add("--guidance", type=float, default=None, help="CFG weight (default: 3, 1 without cond)")
     add("--num-per-row", type=int, default=4, help="final samples per prompt or class")
     add("--prompts", default=None, help="'|'-separated prompts of the final samples")
     add("--no-progress", action="store_true", help="hide the progress bar")
@@ -178,7 +183,7 @@ def _sample_parser() -> argparse.ArgumentParser:
     add("--num-per-row", type=int, default=4, help="samples per prompt or class")
     add("--sampler", default="ddim", choices=SAMPLERS)
     add("--sample-steps", type=int, default=None, help="sampler steps (ddim 50, ddpm all)")
-    add("--guidance", type=float, default=3.0, help="classifier-free guidance weight")
+    add("--guidance", type=float, default=None, help="CFG weight (default: 3, 1 without cond)")
     add("--frames", type=int, default=None, help="frames to generate (default: training frames)")
     add("--seed", type=int, default=0)
     add("--no-ema", action="store_true", help="raw weights instead of the EMA weights")

@@ -54,6 +54,7 @@ from mp_layers.training.config import TrainerConfig
 from mp_layers.training.data import EpochSubset
 from mp_layers.training.evaluation import (
     HeldOutSplit,
+    data_conditioning,
     fixed_noise_losses,
     held_out_clips,
     held_out_split,
@@ -78,6 +79,7 @@ __all__ = [
     "TrainingPhase",
     "add_sample_arguments",
     "add_train_arguments",
+    "data_conditioning",
     "data_options",
     "default_num_workers",
     "find_run_config",

@@ -45,7 +45,8 @@ class TrainJob:
     """What a `train` command trains: the `Trainer`'s arguments plus the run's JSON config.
 
     `trainer_kwargs` go to `Trainer` as they are (`lr_lambda`, `collate_fn`, `sample_fn`,
-    `parameters`, `phases`, ...)."""
+    `parameters`, `phases`, ...). `held_out`: the data the report evaluates on (the held-out
+    part of `held_out_split` for real videos; None: the package's own, e.g. MovingShapes)."""
 
     model: nn.Module
     data: Any
@@ -55,6 +56,7 @@ class TrainJob:
     run_config: dict[str, Any]
     run_config_file: str
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)
+    held_out: Any = None
 
 
 @typechecked

@@ -22,6 +22,7 @@ from mp_layers.typecheck import typechecked
 
 __all__ = [
     "HeldOutSplit",
+    "data_conditioning",
     "fixed_noise_losses",
     "held_out_clips",
     "held_out_split",
@@ -196,8 +197,8 @@ def report_against_real(
     fps: int = 8,
 ) -> dict[str, float]:
     """The real-data part of a run's report: `real_data_report(samples, real)` printed and added
-    to `summary` as `summary[name] = {"motion", "real_motion", "colour_histogram_distance",
-    "sheet_gif", "sheet_mp4"}`, the sheet of real clips above the samples written to
+    to `summary` as `summary[f"{name}_vs_real"] = {"motion", "real_motion",
+    "colour_histogram_distance", "sheet_gif", "sheet_mp4"}`, the sheet of real clips above the samples written to
     `out_dir/{name}_vs_real.gif` and `.mp4`, and both logged to the run's tracker (`held_out/`
     scalars, the samples as a video). Returns the figures."""
     from mp_layers.video import real_data_report, write_comparison_sheet
@@ -208,7 +209,28 @@ def report_against_real(
     )
     print(line)
     print(f"{what} beside held-out real clips (top rows): {gif} and {mp4}")
-    summary[name] = {**figures, "sheet_gif": str(gif), "sheet_mp4": str(mp4)}
+    summary[f"{name}_vs_real"] = {**figures, "sheet_gif": str(gif), "sheet_mp4": str(mp4)}
     trainer.log({f"held_out/{name}_{key}": value for key, value in figures.items()})
     trainer.log_videos(name, samples)
     return figures
+
+
+@typechecked
+def data_conditioning(dataset: Any, *, peek: int = 8) -> str:
+    """What conditioning `--cond auto` finds in `dataset`: "labels" for `MovingShapes` (class
+    labels, and captions too), "text" for videos with captions (`VideoFolder.has_captions`, or
+    a caption among the first `peek` clips of a stream), else "none"."""
+    from torch.utils.data import IterableDataset
+
+    from mp_layers.video import MovingShapes, VideoFolder
+
+    if isinstance(dataset, EpochSubset):
+        dataset = dataset.data
+    if isinstance(dataset, MovingShapes):
+        return "labels"
+    if isinstance(dataset, VideoFolder):
+        return "text" if dataset.has_captions else "none"
+    if isinstance(dataset, IterableDataset):
+        items = itertools.islice(iter(dataset), peek)
+        return "text" if any(str(item.get("text", "")) for item in items) else "none"
+    return "none"

@@ -9,7 +9,7 @@ __all__ = ["CONDITIONS", "CONFIG_FILE", "DEFAULT_PROMPTS", "SampleSettings", "Tr
 
 CONFIG_FILE = "config.json"
 """The run config in a run folder: network, diffusion, conditioning (`make_run_config`)."""
-CONDITIONS = ("none", "class", "text")
+CONDITIONS = ("auto", "none", "class", "text")
 # One prompt per colour for the final samples of a MovingShapes run (rows of samples.gif).
 DEFAULT_PROMPTS = (
     "a red circle moving right",
@@ -23,7 +23,8 @@ DEFAULT_PROMPTS = (
 class TrainSettings:
     """A training run: conditioning, data, network, diffusion and optimisation.
 
-    `cond` is one of `CONDITIONS`; `num_classes` is the class count of `cond="class"` (None
+    `cond` is one of `CONDITIONS` ("auto": text for MovingShapes and captioned videos, none
+    for videos without captions; resolved by `train_job`); `num_classes` is the class count of `cond="class"` (None
     otherwise); `text_encoder` a transformers name or folder (None: all-MiniLM-L6-v2), pooled
     with [CLS] when `text_use_cls`. `data` is "synthetic" (MovingShapes, `num_videos` clips) or a
     folder of videos.
@@ -58,14 +59,15 @@ class TrainSettings:
 @dataclass(frozen=True)
 class SampleSettings:
     """A sample sheet: `per_row` samples per prompt (`prompts`: '|'-separated, None: the
-    defaults) or class, by `sampler` in `steps` steps with guidance weight `guidance`; `frames`
+    defaults) or class, by `sampler` in `steps` steps with guidance weight `guidance` (None: 3.0
+    for a conditional model, 1.0 without a condition); `frames`
     per clip (None: the training frames), seeded by `seed`, written at `fps`."""
 
     prompts: str | None = None
     per_row: int = 4
     sampler: str = "ddim"
     steps: int | None = 50
-    guidance: float = 1.0
+    guidance: float | None = None
     frames: int | None = None
     seed: int = 0
     fps: int = 8

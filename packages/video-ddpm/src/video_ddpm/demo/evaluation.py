@@ -55,7 +55,7 @@ def sample_sheet(
     per_row: int = 4,
     sampler: str = "ddim",
     steps: int | None = 50,
-    guidance: float = 1.0,
+    guidance: float | None = None,
     frames: int | None = None,
     seed: int = 0,
     fps: int = 8,
@@ -66,15 +66,19 @@ def sample_sheet(
     that are not RGB or grey."""
     from mp_layers.training import write_sample_sheet
     from mp_layers.video import sample_quality_report
+    from video_ddpm.demo.real_data import default_guidance
 
     cond, colours, shapes = _rows(config, prompts, per_row)
+    if config.get("data") == "videos" and prompts is None and config.get("sample_prompts"):
+        texts = [t for t in config["sample_prompts"] for _ in range(per_row)]
+        cond, colours, shapes = texts, [-1] * len(texts), [-1] * len(texts)
     device = next(model.parameters()).device
     if isinstance(cond, torch.Tensor):
         cond = cond.to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     videos = model.sample(
         cond,
-        cond_scale=guidance,
+        cond_scale=default_guidance(config.get("cond", "none"), guidance),
         batch_size=len(colours),
         sampler=sampler,
         steps=steps,
@@ -82,8 +86,8 @@ def sample_sheet(
         generator=generator,
     ).cpu()
     write_sample_sheet(videos, path, fps=fps, nrow=per_row)
-    if videos.shape[1] not in (1, 3):
-        return None
+    if videos.shape[1] not in (1, 3) or config.get("data") == "videos":
+        return None  # MovingShapes figures only for MovingShapes runs
     return sample_quality_report(
         videos,
         labels=colours if min(colours) >= 0 else None,

@@ -5,6 +5,8 @@ and its quality figures)."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +18,7 @@ from video_ddpm.demo.config import CONFIG_FILE, SampleSettings, TrainSettings
 from video_ddpm.demo.data import build_data, make_loss_fn
 from video_ddpm.demo.evaluation import evaluate
 from video_ddpm.demo.models import build_model, make_run_config, sampling_model
+from video_ddpm.demo.real_data import real_data_prompts, report_real_data, resolve_cond
 from video_ddpm.demo.report import report_training
 from video_ddpm.gaussian_diffusion import GaussianDiffusion
 
@@ -37,10 +40,22 @@ def train_job(settings: TrainSettings, config: TrainerConfig) -> TrainJob:
     with the loss of its conditioning, Adam (`settings.lr`, warmed up linearly over
     `settings.warmup_steps`), the `Trainer` settings `config`, and the run config
     (`make_run_config`, written to `config.json`)."""
-    from mp_layers.training import TrainJob
+    from mp_layers.training import TrainJob, held_out_split
     from mp_layers.video import collate_videos
 
     data = build_data(settings)
+    cond = resolve_cond(settings.cond, data)
+    settings = replace(
+        settings, cond=cond, num_classes=settings.num_classes if cond == "class" else None
+    )
+    held_out = None
+    extra: dict[str, Any] = {"data": "synthetic"}
+    if settings.data != "synthetic":  # the user's videos: train on a part, report on the rest
+        split = held_out_split(data)
+        data, held_out = split.train, split.held_out
+        extra = {"data": "videos", "held_out": split.description}
+        if cond == "text":
+            extra["sample_prompts"] = real_data_prompts(held_out, data)
     model = build_model(settings)
     warmup = max(settings.warmup_steps, 1)
     return TrainJob(
@@ -49,12 +64,13 @@ def train_job(settings: TrainSettings, config: TrainerConfig) -> TrainJob:
         loss_fn=make_loss_fn(settings.cond, settings.num_classes),
         optimizer_factory=partial(torch.optim.Adam, lr=settings.lr),
         config=config,
-        run_config=make_run_config(model, settings),
+        run_config={**make_run_config(model, settings), **extra},
         run_config_file=CONFIG_FILE,
         trainer_kwargs={
             "lr_lambda": lambda step: min(1.0, (step + 1) / warmup),
             "collate_fn": collate_videos,
         },
+        held_out=held_out,
     )
 
 
@@ -68,7 +84,8 @@ def report_run(
 ) -> None:
     """After a run (main process, `run_train_job`'s `report`): sample a sheet with the EMA
     weights of its last checkpoint (`samples.gif`, the trained model's text encoder and its cache
-    reused), print where it is and its quality, and add them to `summary`."""
+    reused), print where it is and its quality, and add them to `summary`. On the user's videos
+    (`job.held_out` set) the figures are those of `report_real_data` instead."""
     assert result.checkpoint is not None  # fit ends with a checkpoint
     model = job.model
     assert isinstance(model, GaussianDiffusion)
@@ -78,6 +95,28 @@ def report_run(
         text_encoder=model.text_encoder,
         device=trainer.accelerator.device,
     )
+    from mp_layers.training import write_sample_sheet
+
     out = Path(job.config.out_dir)
+    if job.held_out is not None:  # the user's videos: figures of real data only
+        start = time.perf_counter()
+        samples = report_real_data(
+            trainer,
+            summary,
+            sampler,
+            job.run_config,
+            job.held_out,
+            guidance=sampling.guidance,
+            sampler=sampling.sampler,
+            steps=sampling.steps,
+            seed=sampling.seed,
+        )
+        write_sample_sheet(samples, out / "samples.gif", fps=sampling.fps)
+        report_training(
+            summary, out, report=None, sample_seconds=round(time.perf_counter() - start, 1)
+        )
+        return
     report, seconds = evaluate(sampler, job.run_config, out / "samples.gif", sampling)
     report_training(summary, out, report=report, sample_seconds=seconds)
+    if report is not None:
+        trainer.log({f"samples/{k}": v for k, v in report[0].items() if v is not None})
