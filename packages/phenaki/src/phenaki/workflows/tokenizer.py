@@ -13,11 +13,18 @@ the end it writes, under `out`:
 
 and prints the held-out reconstruction PSNR, the palette-colour accuracy of the reconstructions
 (MovingShapes) and the fraction of codebook entries the held-out clips use.
+
+On real data (a folder of videos or tar shards) the held-out clips come from
+`mp_layers.training.held_out_split` (whole videos for folders of 8 or more videos, else the end of
+every video in time, so even a folder of one video trains and evaluates); the run reports the
+held-out reconstruction PSNR and SSIM (`mp_layers.video.psnr` / `ssim`) and codebook use, and
+`report_against_real` of the reconstructions against their originals (motion, colour histogram
+distance, `OUT/reconstructions_vs_real.gif` and `.mp4`); no MovingShapes figures. Every figure goes
+to `OUT/report.json` and, with `report_to`, to the experiment tracker (`OUT/tracking`).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -38,8 +45,10 @@ __all__ = [
     "TokenizerConfig",
     "build_tokenizer",
     "check_tokenizer_config",
+    "evaluate_real_reconstructions",
     "evaluate_reconstructions",
     "fit_tokenizer",
+    "real_data_split",
     "report_tokenizer",
     "tokenizer_datasets",
     "train_tokenizer_run",
@@ -70,6 +79,7 @@ class TokenizerConfig(DataFlags):
     max_time: float | None = 450.0  # seconds; 0 or less: no limit
     distributed: str = "ddp"
     compile: bool = False
+    report_to: str = "none"
     progress: bool = True
     # the tokenizer
     image_size: int = 32
@@ -181,10 +191,11 @@ class ClipInputs:
 
 
 def tokenizer_datasets(config: TokenizerConfig) -> tuple[Any, Any]:
-    """(training set, held-out set): MovingShapes with another seed, or a folder's last clips."""
-    from mp_layers.training import EpochSubset, data_options, make_dataset
-
+    """(training set, held-out set): MovingShapes with another seed, or the two parts of
+    `mp_layers.training.held_out_split` of a folder or shard set (never empty)."""
     if config.data == "synthetic":
+        from mp_layers.training import make_dataset
+
         train = make_dataset(
             "synthetic",
             image_size=config.image_size,
@@ -200,19 +211,23 @@ def tokenizer_datasets(config: TokenizerConfig) -> tuple[Any, Any]:
             seed=config.seed + 1_000,
         )
         return train, held_out
-    folder = make_dataset(
+    split = real_data_split(config)
+    return split.train, split.held_out
+
+
+def real_data_split(config: TokenizerConfig) -> Any:
+    """`mp_layers.training.held_out_split` of the folder or shards `config.data` (at the
+    tokenizer's size and frame count; `max_held_out` is `num_held_out`, at least 1)."""
+    from mp_layers.training import data_options, held_out_split, make_dataset
+
+    data = make_dataset(
         config.data,
         image_size=config.image_size,
         num_frames=config.frames,
         seed=config.seed,
         **data_options(config),
     )
-    held = min(config.num_held_out, len(folder) // 10)
-    if len(folder) - held < 1:
-        raise ValueError(f"--data: expected at least one clip to train on, got {len(folder)}")
-    return EpochSubset(folder, range(len(folder) - held)), EpochSubset(
-        folder, range(len(folder) - held, len(folder))
-    )
+    return held_out_split(data, max_held_out=max(config.num_held_out, 1))
 
 
 def _trainer_config(config: TokenizerConfig) -> Any:
@@ -232,6 +247,7 @@ def _trainer_config(config: TokenizerConfig) -> Any:
         max_time_s=None if max_time is not None and max_time <= 0 else max_time,
         distributed=config.distributed,
         compile=config.compile,
+        report_to=config.report_to,
         ema_beta=config.ema_beta or None,
         ema_update_after_step=0,
         ema_update_every=1,
@@ -337,12 +353,49 @@ def evaluate_reconstructions(
     }
 
 
+@torch.no_grad()
+def evaluate_real_reconstructions(
+    tokenizer: CViViT, clips: Tensor, *, batch_size: int = 16
+) -> dict[str, Any]:
+    """Reconstruct held-out real `clips` `(n, c, f, h, w)` in [0, 1].
+
+    Returns `psnr` (dB, `mp_layers.video.psnr` averaged over clips), `ssim`
+    (`mp_layers.video.ssim` averaged over clips), `codebook_usage` (distinct codes used /
+    codebook size) and `recons` (every reconstruction, clamped to [0, 1], on the CPU)."""
+    from mp_layers.video import psnr, ssim
+
+    device = next(tokenizer.parameters()).device
+    codes, recons = [], []
+    for start in range(0, clips.shape[0], batch_size):
+        video = clips[start : start + batch_size].to(device)
+        ids = tokenizer(video, return_only_codebook_ids=True)
+        recons.append(tokenizer.decode_from_codebook_indices(ids).clamp(0, 1).float().cpu())
+        codes.append(ids.flatten())
+    recon_all = torch.cat(recons)
+    originals = clips.float().cpu()
+    return {
+        "psnr": float(psnr(originals, recon_all).mean()),
+        "ssim": float(ssim(originals, recon_all).mean()),
+        "codebook_usage": torch.cat(codes).unique().numel() / tokenizer.codebook_size,
+        "recons": recon_all,
+    }
+
+
 def report_tokenizer(
-    config: TokenizerConfig, result: Any, summary: dict[str, Any], *, held_out: int
+    config: TokenizerConfig,
+    result: Any,
+    summary: dict[str, Any],
+    *,
+    held_out: int,
+    trainer: Any = None,
+    real: tuple[Tensor, Tensor] | None = None,
 ) -> None:
-    """Print what the run did and wrote, and the figures on the `held_out` clips (in `summary`);
-    write `summary` to `report.json`."""
-    from mp_layers.training import print_fit
+    """Print what the run did and wrote, and the figures on the `held_out` clips (in `summary`:
+    `psnr`, `codebook_usage`, and `color_accuracy` on MovingShapes or `ssim` on real data);
+    with `real = (reconstructions, originals)` and the run's `trainer`, add their
+    `report_against_real` (its figures added to `summary`, printed, the sheets written, logged);
+    write `summary` to `report.json` (`mp_layers.training.write_report`)."""
+    from mp_layers.training import print_fit, report_against_real, write_report
 
     out = Path(config.out)
     print_fit(result, summary, out)
@@ -350,37 +403,78 @@ def report_tokenizer(
     print(
         f"reconstructions: {out / 'recons.gif'} (each held-out original beside its reconstruction)"
     )
-    colour = summary["color_accuracy"]
+    colour = summary.get("color_accuracy")
+    similarity = summary.get("ssim")
+    split = f"; {summary['held_out_split']}" if "held_out_split" in summary else ""
     print(
-        f"held-out ({held_out} clips): PSNR {summary['psnr']:.2f} dB, "
+        f"held-out ({held_out} clips{split}): PSNR {summary['psnr']:.2f} dB, "
+        + (f"SSIM {similarity:.3f}, " if similarity is not None else "")
         + (f"palette colour {colour:.1%}, " if colour is not None else "")
         + f"codebook use {summary['codebook_usage']:.1%} of {config.codebook_size}"
     )
-    (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if real is not None:
+        if trainer is None:
+            raise ValueError("report_tokenizer: `real` figures need the run's trainer")
+        recons, originals = real
+        report_against_real(
+            trainer, summary, recons, originals, name="reconstructions", what="reconstructions"
+        )
+    write_report(out, summary)
 
 
 @typechecked
 def train_tokenizer_run(config: TokenizerConfig) -> dict[str, Any]:
     """A whole tokenizer run (see the module docstring): returns its summary (also printed and
     written to `report.json`)."""
-    from mp_layers.training import load_model_weights, write_sample_sheet
-
     check_tokenizer_config(config)
-    out = Path(config.out)
-    train_set, held_out = tokenizer_datasets(config)
+    synthetic = config.data == "synthetic"
+    if synthetic:
+        train_set, held_out = tokenizer_datasets(config)
+        split = None
+    else:
+        split = real_data_split(config)
+        train_set, held_out = split.train, split.held_out
     torch.manual_seed(config.seed)
     model = build_tokenizer(config)
     trainer, result, summary = fit_tokenizer(config, model, train_set)
-    if not trainer.accelerator.is_main_process:
-        return summary
+    try:
+        if trainer.accelerator.is_main_process:
+            _evaluate_and_report(config, trainer, result, summary, held_out, split)
+    finally:
+        trainer.end_tracking()
+    return summary
+
+
+def _evaluate_and_report(
+    config: TokenizerConfig,
+    trainer: Any,
+    result: Any,
+    summary: dict[str, Any],
+    held_out: Any,
+    split: Any,
+) -> None:
+    """Save the (EMA) tokenizer, reconstruct the held-out clips, extend `summary` with the
+    figures (MovingShapes: `evaluate_reconstructions`; real data with its `split`:
+    `evaluate_real_reconstructions` and `report_against_real`), log them and report."""
+    from mp_layers.training import held_out_clips, load_model_weights, write_sample_sheet
+
+    out = Path(config.out)
     assert result.checkpoint is not None
     tokenizer = build_tokenizer(config)
     load_model_weights(tokenizer, result.checkpoint, ema=True)
     tokenizer.save_pretrained(out / "tokenizer")
     tokenizer = tokenizer.copy_for_eval().to(trainer.accelerator.device)
     start = time.perf_counter()
-    report = evaluate_reconstructions(tokenizer, held_out)
-    pairs = torch.stack([report.pop("originals"), report.pop("recons")], dim=1).flatten(0, 1)
+    if split is None:
+        report = evaluate_reconstructions(tokenizer, held_out)
+        originals, recons = report.pop("originals"), report.pop("recons")
+        count = len(held_out)
+    else:
+        originals = held_out_clips(held_out, max(config.num_held_out, 1))["video"]
+        report = evaluate_real_reconstructions(tokenizer, originals)
+        recons = report.pop("recons")
+        count = originals.shape[0]
+    pairs = torch.stack([originals[:GIF_PAIRS], recons[:GIF_PAIRS]], dim=1).flatten(0, 1)
     write_sample_sheet(pairs, out / "recons.gif", nrow=4)
     summary.update(
         checkpoint=str(result.checkpoint),
@@ -390,5 +484,15 @@ def train_tokenizer_run(config: TokenizerConfig) -> dict[str, Any]:
         eval_seconds=round(time.perf_counter() - start, 1),
         **report,
     )
-    report_tokenizer(config, result, summary, held_out=len(held_out))
-    return summary
+    names = ("psnr", "codebook_usage") + (("color_accuracy",) if split is None else ("ssim",))
+    trainer.log({f"held_out/{k}": float(report[k]) for k in names if report[k] is not None})
+    if split is not None:
+        summary.update(held_out_split=split.description, held_out_clips=count)
+    report_tokenizer(
+        config,
+        result,
+        summary,
+        held_out=count,
+        trainer=trainer,
+        real=None if split is None else (recons, originals),
+    )
