@@ -158,7 +158,9 @@ def test_train_on_a_folder_of_real_videos_with_workers_and_resume(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The data path as users run it: a folder of h264 files of different sizes and frame rates,
-    fewer files than the batch, several clips per video, 2 DataLoader workers, then a resume."""
+    fewer files than the batch, several clips per video, 2 DataLoader workers, a TensorBoard
+    tracker, the default guidance (which used to fail at the end without class labels); the
+    report holds real-data figures only; then a resume and `sample`."""
     from mp_layers.video.testing import write_video_folder
 
     videos = tmp_path / "videos"
@@ -166,13 +168,59 @@ def test_train_on_a_folder_of_real_videos_with_workers_and_resume(
     run = tmp_path / "run"
     real = [
         "--data", str(videos), "--batch-size", "4", "--num-workers", "2", "--clips-per-video",
-        "2", "--clip-fps", "10", "--guidance", "1", "--out", str(run),
+        "2", "--clip-fps", "10", "--out", str(run), "--report-to", "tensorboard",
     ]  # fmt: skip
     at = TINY_RUN.index("--num-videos")
     base = TINY_RUN[:at] + TINY_RUN[at + 2 :]  # --num-videos is MovingShapes'
-    summary = train([*base, *real])
-    assert summary["step"] == 2
-    assert (run / CONFIG_FILE).is_file()
-    capsys.readouterr()
+    assert main(["train", *base, *real]) == 0
+    printed = capsys.readouterr().out
+    assert "held-out loss at fixed noise" in printed
+    assert "held-out real clips: motion" in printed
+    assert "accuracy" not in printed
+    assert "quality:" not in printed  # no MovingShapes figure
+    report = json.loads((run / "report.json").read_text())
+    assert report["step"] == 2
+    assert set(report["held_out_loss"]) == {"sigma=0.2", "sigma=1.0", "sigma=5.0"}
+    assert all(math.isfinite(v) for v in report["held_out_loss"].values())
+    assert report["held_out"] == "the last 10% of each of 3 videos held out"
+    assert {"motion", "real_motion", "colour_histogram_distance"} <= set(report["samples_vs_real"])
+    assert "color_accuracy" not in report
+    config = json.loads((run / CONFIG_FILE).read_text())
+    assert config["net"]["num_classes"] is None  # auto: no labels in videos
+    assert config["data"] == "videos"
+    for name in ("samples.gif", "samples_vs_real.gif", "samples_vs_real.mp4"):
+        assert (run / name).is_file(), name
+    assert list((run / "tracking").glob("**/events.out.tfevents.*"))
     resumed = train([*base, *real, "--steps", "3", "--resume", "latest"])
     assert resumed["step"] == 3
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(run), "--out", str(tmp_path / "s.mp4"),
+                 "--steps", "2", "--num-per-class", "2"]) == 0  # fmt: skip
+    assert "accuracy" not in capsys.readouterr().out
+    assert read_video(tmp_path / "s.mp4").shape[1] == 2
+
+
+def test_real_data_flag_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mp_layers.video.testing import write_video_folder
+
+    videos = tmp_path / "videos"
+    write_video_folder(videos)
+    at = TINY_RUN.index("--num-videos")
+    base = TINY_RUN[:at] + TINY_RUN[at + 2 :]
+    for flags, message in (
+        (["--cond", "class"], "--cond class: expected class-labelled data"),
+        (["--guidance", "2"], "--guidance 2.0: an unconditional model has no guidance"),
+    ):
+        code = main(["train", *base, "--data", str(videos), "--out", str(tmp_path / "r"), *flags])
+        assert code == 1
+        error = capsys.readouterr().err
+        assert message in error
+        assert error.strip().count("\n") == 0
+    assert not (tmp_path / "r" / "checkpoints").exists()  # refused before training
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.mp4").write_bytes(b"\x00" * 64)
+    assert main(["train", *base, "--data", str(junk), "--out", str(tmp_path / "j")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "a.mp4" in error
+    assert error.count("\n") == 0

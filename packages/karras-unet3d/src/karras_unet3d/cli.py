@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from karras_unet3d.real_data import CONDITIONS, default_guidance, resolve_cond
 from karras_unet3d.workflow import (
     CLASSES,
     CONFIG_FILE,
@@ -113,6 +114,12 @@ def _train_parser() -> argparse.ArgumentParser:
     add("--factorize-space-time-attn", action="store_true")
     add("--gradient-checkpointing", action="store_true")
     add(
+        "--cond",
+        default="auto",
+        choices=CONDITIONS,
+        help="auto: class labels for MovingShapes, none for videos (no text conditioning)",
+    )
+    add(
         "--classes",
         default="colour",
         choices=tuple(CLASSES),
@@ -135,7 +142,12 @@ def _train_parser() -> argparse.ArgumentParser:
     add("--post-hoc-ema", default="", help="comma list of >= 2 sigma_rels, e.g. 0.05,0.1")
     add("--sample-steps", type=int, default=16, help="Heun steps of the final samples")
     add("--num-per-class", type=int, default=8, help="final samples per class (rows of the GIF)")
-    add("--guidance", type=float, default=1.5, help="CFG weight of the final samples")
+    add(
+        "--guidance",
+        type=float,
+        default=None,
+        help="CFG weight of the final samples (default: 1.5 with classes, 1 without)",
+    )
     add("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -147,6 +159,7 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     args = parse_train_args(argv, parser=_train_parser())
     settings = _train_settings(args)
+    guidance = default_guidance(settings["net"]["num_classes"] is not None, args.guidance)
     trainer_config = trainer_config_from_args(
         args,
         ema_beta=args.ema_beta,
@@ -157,27 +170,31 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
         progress_bar=not args.no_progress,
         sample_every=0,
     )
+    job = train_job(settings, trainer_config)
     report = partial(
         report_training,
         num_per_class=args.num_per_class,
         sample_steps=args.sample_steps,
-        guidance=args.guidance,
+        guidance=guidance,
         seed=args.seed,
+        held_out=job.held_out,
+        held_out_text=job.run_config.get("held_out", ""),
     )
-    return run_train_job(train_job(settings, trainer_config), resume=args.resume, report=report)
+    return run_train_job(job, resume=args.resume, report=report)
 
 
 def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
     """`workflow.train_job`'s settings from the train flags (and their combinations' checks)."""
     synthetic = args.data == "synthetic"
+    cond = resolve_cond(args.cond, synthetic)
     if not synthetic and args.classes != "colour":
         raise ValueError(
             f"--classes: {args.classes!r} needs the synthetic MovingShapes data, got --data "
             f"{args.data!r} (a video folder's labels are not colours and shapes)"
         )
-    classes = args.classes if synthetic else None
-    num_classes = args.num_classes
-    if synthetic:
+    classes = args.classes if cond == "class" else None
+    num_classes = args.num_classes if cond == "class" else None
+    if cond == "class":
         num_classes = CLASSES[args.classes]
         if args.num_classes not in (None, num_classes):
             raise ValueError(
@@ -232,7 +249,7 @@ def _sample_parser() -> argparse.ArgumentParser:
     add("--checkpoint", required=True, help="a run folder (newest checkpoint) or checkpoint folder")
     add("--out", required=True, help="output .gif (or .mp4): one row per class")
     add("--steps", type=int, default=32, help="Heun steps")
-    add("--guidance", type=float, default=1.0, help="classifier-free guidance weight")
+    add("--guidance", type=float, default=None, help="CFG weight (default: 1.5 with classes)")
     add("--num-per-class", type=int, default=4, help="clips per class (per row)")
     add("--frames", type=int, default=None, help="frames to generate (default: training frames)")
     add("--seed", type=int, default=0)
@@ -257,10 +274,16 @@ def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model,
         num_per_class=args.num_per_class,
         num_steps=args.steps,
-        guidance=args.guidance,
+        guidance=default_guidance(model.net.num_classes is not None, args.guidance),
         seed=args.seed,
     )
     out = Path(args.out)
+    if config.get("data") == "videos":  # no MovingShapes figure for the user's videos
+        from mp_layers.training import write_sample_sheet
+
+        write_sample_sheet(videos, out, fps=args.fps, nrow=args.num_per_class)
+        print(f"wrote {out} from {checkpoint}")
+        return {"out": str(out), "checkpoint": str(checkpoint)}
     accuracy = report_samples(
         videos,
         labels,

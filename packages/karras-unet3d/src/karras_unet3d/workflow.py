@@ -212,7 +212,7 @@ def train_job(settings: dict[str, Any], trainer_config: Any) -> Any:
     the EDM2 loss on the class labels `settings["classes"]` asks for, Adam with EDM2's
     learning-rate schedule (`settings["optimizer"]`), and the run config `sample` rebuilds the
     model from. `trainer_config`: the run's `TrainerConfig`."""
-    from mp_layers.training import TrainJob, make_dataset
+    from mp_layers.training import TrainJob, held_out_split, make_dataset
     from mp_layers.video import collate_videos
 
     synthetic = settings["data"] == "synthetic"
@@ -233,6 +233,11 @@ def train_job(settings: dict[str, Any], trainer_config: Any) -> Any:
     diffusion["sigma_data"] = round(diffusion["sigma_data"], 4)
     model = EDM2Diffusion(net, **diffusion)
     num_classes = net.num_classes
+    held_out, extra = None, {}
+    if not synthetic:  # the user's videos: train on a part, report on the rest
+        split = held_out_split(dataset)
+        dataset, held_out = split.train, split.held_out
+        extra = {"data": "videos", "held_out": split.description}
 
     def loss_fn(wrapped: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         labels = class_labels(batch, classes) if num_classes else None
@@ -246,7 +251,7 @@ def train_job(settings: dict[str, Any], trainer_config: Any) -> Any:
         loss_fn=loss_fn,
         optimizer_factory=partial(torch.optim.Adam, lr=opt["lr"], betas=(0.9, 0.99), eps=1e-8),
         config=trainer_config,
-        run_config={"net": net.config, "diffusion": model.config, "classes": classes},
+        run_config={"net": net.config, "diffusion": model.config, "classes": classes, **extra},
         run_config_file=CONFIG_FILE,
         trainer_kwargs={
             "lr_lambda": edm2_lr_lambda(
@@ -257,6 +262,7 @@ def train_job(settings: dict[str, Any], trainer_config: Any) -> Any:
             ),
             "collate_fn": collate_videos,
         },
+        held_out=held_out,
     )
 
 
@@ -270,9 +276,12 @@ def report_training(
     sample_steps: int,
     guidance: float,
     seed: int,
+    held_out: Any = None,
+    held_out_text: str = "",
 ) -> None:
     """After a run (main process): sample `num_per_class` clips per class with the EMA weights of
-    its last checkpoint, write `samples.gif`, print their quality and add it to `summary`."""
+    its last checkpoint, write `samples.gif`, print their quality and add it to `summary`. On
+    the user's videos (`held_out` given) the figures are `real_data.report_real_data`'s."""
     from mp_layers.training import load_model_weights
 
     out = trainer.out_dir
@@ -283,6 +292,25 @@ def report_training(
     if trainer.config.compile:  # the sampler's network calls, as in training
         sampler.net = torch.compile(sampler.net, backend=trainer.config.compile_backend)  # type: ignore[assignment]
     start = time.perf_counter()
+    if held_out is not None:
+        from karras_unet3d.real_data import report_real_data
+        from mp_layers.training import write_sample_sheet
+
+        videos = report_real_data(
+            trainer,
+            summary,
+            sampler,
+            held_out,
+            held_out_text=held_out_text,
+            sample_steps=sample_steps,
+            seed=seed,
+        )
+        write_sample_sheet(videos, out / "samples.gif")
+        summary.update(
+            samples=str(out / "samples.gif"), sample_seconds=round(time.perf_counter() - start, 1)
+        )
+        print(f"samples: {out / 'samples.gif'}, loss plot: {out / 'loss.png'}")
+        return
     videos, labels = sample_per_class(
         sampler, num_per_class=num_per_class, num_steps=sample_steps, guidance=guidance, seed=seed
     )
