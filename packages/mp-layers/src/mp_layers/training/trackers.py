@@ -53,6 +53,7 @@ def check_tracker(report_to: str) -> None:
         )
 
 
+@typechecked
 def tracker_hparams(config: TrainerConfig) -> dict[str, Any]:
     """The config values trackers accept as hyper-parameters (numbers, strings, booleans)."""
     hparams: dict[str, Any] = {}

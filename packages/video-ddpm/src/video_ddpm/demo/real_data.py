@@ -87,10 +87,8 @@ def _held_out_losses(model: GaussianDiffusion, clips: torch.Tensor, cond: Any) -
         loss: torch.Tensor = model(videos, cond, noise=noise, t=times, **kwargs)
         return loss
 
-    return {
-        f"t={t}": v
-        for t, v in zip(levels, fixed_noise_losses(loss_at, clips, levels).values(), strict=False)
-    }
+    losses = fixed_noise_losses(loss_at, clips, levels)
+    return {f"t={level}": value for level, value in losses.items()}
 
 
 def report_real_data(
