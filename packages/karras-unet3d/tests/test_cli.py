@@ -224,3 +224,30 @@ def test_real_data_flag_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     error = capsys.readouterr().err.strip()
     assert "a.mp4" in error
     assert error.count("\n") == 0
+
+
+def test_sample_from_a_save_pretrained_folder_or_a_hub_repo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from karras_unet3d import EDM2Diffusion, KarrasUnet3D
+
+    torch.manual_seed(0)
+    net = KarrasUnet3D(
+        image_size=8, frames=2, dim=8, dim_max=8, num_downsamples=1, downsample_types=("all",),
+        attn_res=(4,), attn_dim_head=8, channels=3,
+    )  # fmt: skip
+    saved = tmp_path / "saved"
+    EDM2Diffusion(net).save_pretrained(saved)
+    out = tmp_path / "s.gif"
+    assert main(["sample", "--checkpoint", str(saved), "--out", str(out), "--steps", "2",
+                 "--num-per-class", "3"]) == 0  # fmt: skip
+    assert read_video(out).shape[1] == 2
+    assert "accuracy" not in capsys.readouterr().out
+
+    monkeypatch.setattr("mp_layers.hub.snapshot_download", lambda **kwargs: str(saved))
+    out = tmp_path / "hub.mp4"
+    assert main(["sample", "--checkpoint", "someone/karras-tiny", "--out", str(out),
+                 "--steps", "2", "--num-per-class", "2"]) == 0  # fmt: skip
+    assert read_video(out).shape[1] == 2
+    assert main(["sample", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
+    assert "or a Hub repo id" in capsys.readouterr().err

@@ -208,3 +208,33 @@ def test_bad_user_data_is_one_clear_line(
     assert main(["train", *base, "--out", str(tmp_path / "d"), "--data", str(videos),
                  "--cond", "class"]) == 1  # fmt: skip
     assert "--cond class: expected class-labelled data" in capsys.readouterr().err
+
+
+def test_sample_from_a_hub_repo_id_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sample --checkpoint org/name`: a save_pretrained folder published on the Hub, read from
+    a Hub cache with `local_files_only` (nothing fetched)."""
+    from mp_layers.testing import populate_hub_cache
+    from video_ddpm import GaussianDiffusion, Unet3D
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = Unet3D(dim=8, dim_mults=(1, 2), attn_heads=2, attn_dim_head=8)
+    folder = GaussianDiffusion(net, image_size=8, num_frames=2, timesteps=10).save_pretrained(
+        tmp_path / "saved"
+    )
+    populate_hub_cache(tmp_path / "hub", "someone/tiny-video-ddpm", folder)
+    import huggingface_hub
+
+    def from_cache(**kwargs: object) -> str:  # the real lookup, in this cache, never online
+        kwargs.update(cache_dir=tmp_path / "hub", local_files_only=True)
+        return huggingface_hub.snapshot_download(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("mp_layers.hub.snapshot_download", from_cache)
+    out = tmp_path / "hub.gif"
+    assert main(["sample", "--checkpoint", "someone/tiny-video-ddpm", "--out", str(out),
+                 "--sample-steps", "2", "--num-per-row", "2"]) == 0  # fmt: skip
+    assert read_video(out).shape[1] == 2
+    assert main(["sample", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
+    assert "or a Hub repo id" in capsys.readouterr().err

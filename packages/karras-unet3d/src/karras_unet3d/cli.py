@@ -246,7 +246,11 @@ def _sample_parser() -> argparse.ArgumentParser:
         prog="karras-unet3d sample", description="Sample a GIF sheet from a trained run."
     )
     add = parser.add_argument
-    add("--checkpoint", required=True, help="a run folder (newest checkpoint) or checkpoint folder")
+    add(
+        "--checkpoint",
+        required=True,
+        help="a run folder (newest checkpoint), checkpoint, save_pretrained folder or Hub repo id",
+    )
     add("--out", required=True, help="output .gif (or .mp4): one row per class")
     add("--steps", type=int, default=32, help="Heun steps")
     add("--guidance", type=float, default=None, help="CFG weight (default: 1.5 with classes)")
@@ -261,15 +265,22 @@ def _sample_parser() -> argparse.ArgumentParser:
 @typechecked
 def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """`karras-unet3d sample`: returns a summary dict (also printed)."""
-    from mp_layers.training import load_model_weights, resolve_checkpoint
+    from karras_unet3d.diffusion import EDM2Diffusion
+    from mp_layers.training import load_model_weights, model_source
 
     args = _sample_parser().parse_args(argv)
-    checkpoint = resolve_checkpoint(args.checkpoint)
-    _, config = find_run_config(checkpoint)
-    if args.frames is not None:
-        config["net"]["frames"] = args.frames
-    model = build_model(config)
-    load_model_weights(model, checkpoint, ema=not args.no_ema)
+    kind, checkpoint = model_source(args.checkpoint)
+    if kind == "pretrained":  # a save_pretrained folder or a Hub repo: no run to report on
+        if args.frames is not None:
+            raise ValueError("--frames: only for run folders (a saved model keeps its frames)")
+        model = EDM2Diffusion.from_pretrained(checkpoint)
+        config: dict[str, Any] = {"classes": None, "data": "pretrained"}
+    else:
+        _, config = find_run_config(checkpoint)
+        if args.frames is not None:
+            config["net"]["frames"] = args.frames
+        model = build_model(config)
+        load_model_weights(model, checkpoint, ema=not args.no_ema)
     videos, labels = sample_per_class(
         model,
         num_per_class=args.num_per_class,
@@ -278,7 +289,7 @@ def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
         seed=args.seed,
     )
     out = Path(args.out)
-    if config.get("data") == "videos":  # no MovingShapes figure for the user's videos
+    if config.get("data") in ("videos", "pretrained"):  # MovingShapes figures: its runs only
         from mp_layers.training import write_sample_sheet
 
         write_sample_sheet(videos, out, fps=args.fps, nrow=args.num_per_class)

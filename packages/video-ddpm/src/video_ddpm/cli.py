@@ -177,7 +177,11 @@ def _sample_parser() -> argparse.ArgumentParser:
         prog="video-ddpm sample", description="Sample a GIF/MP4 sheet from a trained model."
     )
     add = parser.add_argument
-    add("--checkpoint", required=True, help="run, checkpoint or converted-model folder")
+    add(
+        "--checkpoint",
+        required=True,
+        help="run, checkpoint, save_pretrained or converted folder, or Hub repo id",
+    )
     add("--out", required=True, help="output .gif or .mp4: one row per prompt or class")
     add("--prompts", default=None, help="'|'-separated prompts (text models)")
     add("--num-per-row", type=int, default=4, help="samples per prompt or class")

@@ -64,6 +64,7 @@ from mp_layers.training.evaluation import (
 from mp_layers.training.metrics import plot_loss, read_metrics
 from mp_layers.training.sampler import ResumableBatchSampler
 from mp_layers.training.samples import write_sample_sheet
+from mp_layers.training.sources import model_source
 from mp_layers.training.trainer import FitResult, NonFiniteLossError, Trainer, TrainingPhase
 
 __all__ = [
@@ -91,6 +92,7 @@ __all__ = [
     "load_model_weights",
     "load_toml_config",
     "make_dataset",
+    "model_source",
     "num_workers_from_args",
     "parse_train_args",
     "plot_loss",

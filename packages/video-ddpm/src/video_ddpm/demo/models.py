@@ -104,17 +104,22 @@ def sampling_model(
 def load_run_model(
     path: str | Path, *, ema: bool
 ) -> tuple[GaussianDiffusion, Path, dict[str, Any]]:
-    """The model of a run, checkpoint or model folder (`path`), with its EMA weights (`ema`) or
+    """The model of a run, checkpoint or model folder or Hub repo id (`path`,
+    `mp_layers.training.model_source`), with its EMA weights (`ema`) or
     the raw ones, in eval mode; also the checkpoint it read and the run config.
 
     A run's checkpoint is rebuilt from the run's `config.json` and loaded (verified against its
     `state.json`); a `save_pretrained` folder (or one `video-ddpm convert` wrote) is loaded by
     `GaussianDiffusion.from_pretrained`, its config given in the run config's layout (no `cond`:
     sampled without a condition, as a 0.1.0 folder was)."""
-    from mp_layers.training import find_run_config, load_model_weights, resolve_checkpoint
+    from mp_layers.training import find_run_config, load_model_weights, model_source
 
-    checkpoint = resolve_checkpoint(path)
-    folder, config = find_run_config(checkpoint, CONFIG_FILE)
+    kind, checkpoint = model_source(path)
+    folder, config = (
+        (checkpoint, {"_class_name": "GaussianDiffusion"})
+        if kind == "pretrained"
+        else find_run_config(checkpoint, CONFIG_FILE)
+    )
     if "_class_name" in config:  # a HubModel folder: its weights are split into parts
         model = GaussianDiffusion.from_pretrained(folder)
         net = cast(Unet3D, model.denoise_fn)
