@@ -5,6 +5,11 @@
 `mp_layers.training.run_train_job`), then `lumiere.demo.evaluation.evaluate` and `plot_stages`,
 and writes the report (`REPORT_FILE`).
 `sample` rebuilds a run's inflated model (`load_run`) and writes a sample sheet.
+
+On real data (`--data FOLDER` or shards) the MovingShapes figures (colour accuracy, centroid
+displacement of real MovingShapes clips) are not computed: each stage reports its held-out loss
+at fixed noise, and `lumiere.demo.evaluation.evaluate_real` compares samples with held-out real
+clips, inside the stage that trained last (its tracker still open).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 
 import torch
 
-from lumiere.demo.evaluation import evaluate, plot_stages, sample_inflated
+from lumiere.demo.evaluation import evaluate, evaluate_real, plot_stages, sample_inflated
 from lumiere.demo.models import (
     CONFIG_FILE,
     NUM_COLOURS,
@@ -29,7 +34,13 @@ from lumiere.demo.models import (
     load_scheduler,
     lumiere_class,
 )
-from lumiere.demo.training import train_base, train_temporal
+from lumiere.demo.training import (
+    HELD_OUT_CLIPS,
+    clip_dataset,
+    is_real_data,
+    train_base,
+    train_temporal,
+)
 from mp_layers.pretrained import write_config
 
 __all__ = ["DEFAULTS", "REPORT_FILE", "sample", "train"]
@@ -163,10 +174,32 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {}
+    real = is_real_data(args)
+    real_figures: dict[str, Any] = {}
+
+    def evaluate_base(trainer: Any, summary: dict[str, Any], unet: Any, scheduler: Any) -> None:
+        """`--base-only` on real data: the base against held-out clips (stage 1's tracker)."""
+        from mp_layers.training import held_out_clips, held_out_split
+
+        size = int(unet.config.sample_size)
+        held = held_out_clips(
+            held_out_split(clip_dataset(args, size, args.frames)).held_out, HELD_OUT_CLIPS
+        )
+        real_figures.update(evaluate_real(trainer, None, unet, scheduler, held, out, **sampling))
+
+    def evaluate_both(trainer: Any, summary: dict[str, Any], wrapper: Any, held: Any) -> None:
+        """Both models against stage 2's held-out clips (stage 2's tracker)."""
+        model = base.to(next(wrapper.parameters()).device)
+        real_figures.update(
+            evaluate_real(trainer, wrapper, model, scheduler, held, out, **sampling)
+        )
+
+    sampling = {"steps": args.sample_steps, "seed": args.seed, "progress": not args.no_progress}
     base_folder = Path(args.base) if args.base else out / "base"
     if args.base is None and not (args.resume and (base_folder / "config.json").is_file()):
         size = args.image_size or 32
-        base_folder, report["stage1"] = train_base(args, out, size)
+        stage_report = evaluate_base if real and args.base_only else None
+        base_folder, report["stage1"] = train_base(args, out, size, stage_report)
     elif args.base is None:
         print(f"stage 1: done before, loading {base_folder} (delete it to train stage 1 further)")
     state = PartialState()  # several processes under `accelerate launch`: the main one writes
@@ -189,27 +222,38 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "conv_module_names": _placement(args.conv_modules, conv),
         "attn_module_names": _placement(args.attn_modules, attn),
         "prediction_type": scheduler.config.prediction_type,
+        "data": "real" if real else "synthetic",
     }
     wrapper = None
     if not args.base_only:  # writes the run configuration (`mp_layers.training.run_train_job`)
-        wrapper, report["stage2"] = train_temporal(args, out, base, scheduler, config)
+        stage_report = evaluate_both if real else None
+        wrapper, report["stage2"] = train_temporal(args, out, base, scheduler, config, stage_report)
     elif state.is_main_process:
         write_config(out / CONFIG_FILE, config)
     if not state.is_main_process:
         return report
-    base = base.to(state.device if wrapper is None else next(wrapper.parameters()).device)
-    report["figures"] = evaluate(
-        wrapper,
-        base,
-        scheduler,
-        out,
-        image_size=size,
-        frames=args.frames,
-        per_class=args.num_per_class,
-        steps=args.sample_steps,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
+    if real:
+        if not real_figures:  # --base-only with a base trained before: no stage ran
+            print(
+                "real data: no stage trained in this run, so nothing was compared with "
+                "held-out clips"
+            )
+        held_out = report.get("stage2", report.get("stage1", {})).get("held_out")
+        report["figures"] = {"held_out": held_out, **real_figures}
+    else:
+        base = base.to(state.device if wrapper is None else next(wrapper.parameters()).device)
+        report["figures"] = evaluate(
+            wrapper,
+            base,
+            scheduler,
+            out,
+            image_size=size,
+            frames=args.frames,
+            per_class=args.num_per_class,
+            steps=args.sample_steps,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
     plot_stages(
         [
             ("stage 1: base UNet2DModel on frames", out / "base-run" / "metrics.csv"),
@@ -245,7 +289,9 @@ def _sample_parser() -> argparse.ArgumentParser:
 
 
 def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """`lumiere-video sample`: clips from a run's base + temporal adapter; returns a summary."""
+    """`lumiere-video sample`: clips from a run's base + temporal adapter; returns a summary
+    (colour accuracy and centroid displacement for a MovingShapes run, motion for a run on
+    real data)."""
     from mp_layers.training import parse_train_args, write_sample_sheet
     from mp_layers.video import motion_stats, palette_color_accuracy
 
@@ -277,6 +323,15 @@ def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
     path = Path(args.gif) if args.gif else out / "samples" / "samples.gif"
     write_sample_sheet(videos, path, nrow=per_class, fps=args.fps)
+    if config.get("data") == "real":  # MovingShapes figures mean nothing on the user's videos
+        from mp_layers.video import mean_frame_difference
+
+        summary = {"out": str(path), "motion": mean_frame_difference(videos)}
+        print(
+            f"wrote {path}: {len(labels)} clips of {frames} frames, one row per colour class; "
+            f"motion (mean frame difference) {summary['motion']:.4f}"
+        )
+        return summary
     summary = {
         "out": str(path),
         "colour_accuracy": palette_color_accuracy(videos, labels),

@@ -21,6 +21,7 @@ __all__ = [
     "ddim_sample",
     "ddim_scheduler",
     "diffusion_loss",
+    "diffusion_loss_at",
     "frames_as_images",
     "make_noise_scheduler",
     "model_output",
@@ -87,7 +88,37 @@ def diffusion_loss(
     batch = clean.shape[0]
     steps = scheduler.config.num_train_timesteps
     timesteps = torch.randint(0, steps, (batch,), device=clean.device)
-    noise = torch.randn_like(clean)
+    return _denoising_mse(model, clean, torch.randn_like(clean), timesteps, labels, scheduler)
+
+
+def diffusion_loss_at(
+    model: Callable[..., Any],
+    clean: Tensor,
+    labels: Tensor,
+    scheduler: Any,
+    timestep: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """`diffusion_loss` at one fixed `timestep` for every sample, the noise drawn from
+    `generator` (on `clean`'s device): the same noise and timestep on every call with an
+    equally seeded generator, so held-out losses compare between runs and checkpoints
+    (`mp_layers.training.fixed_noise_losses`)."""
+    steps = scheduler.config.num_train_timesteps
+    if not 0 <= timestep < steps:
+        raise ValueError(f"timestep: expected an int in [0, {steps}), got {timestep}")
+    noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
+    timesteps = torch.full((clean.shape[0],), timestep, device=clean.device, dtype=torch.long)
+    return _denoising_mse(model, clean, noise, timesteps, labels, scheduler)
+
+
+def _denoising_mse(
+    model: Callable[..., Any],
+    clean: Tensor,
+    noise: Tensor,
+    timesteps: Tensor,
+    labels: Tensor,
+    scheduler: Any,
+) -> Tensor:
     noisy = scheduler.add_noise(clean, noise, timesteps)
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(clean, noise, timesteps)

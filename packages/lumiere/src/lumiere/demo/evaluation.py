@@ -4,6 +4,10 @@
 by frame from the same noise (`base_samples.gif`), and measures colour accuracy and temporal
 coherence (mean centroid displacement per frame) of both and of real `MovingShapes` clips;
 `plot_stages` draws the loss of both stages (`loss.png`).
+
+On the user's videos those MovingShapes figures mean nothing; `evaluate_real` instead samples
+both models conditioned like held-out real clips and compares them with those clips
+(`mp_layers.training.report_against_real`: motion, colour histograms, a comparison sheet).
 """
 
 from __future__ import annotations
@@ -26,7 +30,20 @@ from lumiere.demo.diffusion import (
 )
 from lumiere.demo.models import NUM_COLOURS
 
-__all__ = ["evaluate", "frame_colour_accuracy", "plot_stages", "sample_inflated"]
+__all__ = [
+    "REAL_CONDITIONING",
+    "evaluate",
+    "evaluate_real",
+    "frame_colour_accuracy",
+    "plot_stages",
+    "sample_inflated",
+]
+
+# How samples are conditioned on real data: the base model is class-conditional (no text input).
+REAL_CONDITIONING = (
+    "the dominant palette colour of each held-out clip (the class the clips were trained with; "
+    "the model has no text input, captions are not used)"
+)
 
 
 def frame_colour_accuracy(videos: Tensor, labels: Tensor) -> float:
@@ -131,6 +148,77 @@ def evaluate(
         )
     figures["sample_seconds"] = round(time.perf_counter() - start, 1)
     _print_figures(figures, out)
+    return figures
+
+
+class _ReportTo:
+    """What `report_against_real` needs of a trainer, with the sheets written to `out_dir`
+    instead of the trainer's folder (stage 1 trains in `OUT/base-run/`)."""
+
+    def __init__(self, trainer: Any, out_dir: Path) -> None:
+        self.out_dir, self.log, self.log_videos = out_dir, trainer.log, trainer.log_videos
+
+
+def evaluate_real(
+    trainer: Any,
+    wrapper: nn.Module | None,
+    base: nn.Module,
+    scheduler: Any,
+    held_out: dict[str, Any],
+    out: Path,
+    *,
+    steps: int,
+    seed: int,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Samples against held-out real clips (`held_out`: `mp_layers.training.held_out_clips`,
+    `video (n, 3, t, h, w)` in [0, 1]): `n` clips from the base model frame by frame
+    (`base_samples.gif`) and, when `wrapper` is given, from the inflated model
+    (`samples.gif`), from the same noise, each conditioned on its held-out clip's dominant
+    colour (`REAL_CONDITIONING`). Each is compared with the real clips by
+    `mp_layers.training.report_against_real` (printed, logged to `trainer`'s tracker, sheets
+    `OUT/base_samples_vs_real.gif|.mp4` and `OUT/samples_vs_real.gif|.mp4`). Returns the
+    figures: `num_samples`, `frames`, `conditioning`, `base_samples_vs_real`,
+    `samples_vs_real` (as `report_against_real` names them) and `sample_seconds`."""
+    from lumiere.demo.training import colour_labels
+    from mp_layers.training import report_against_real, write_sample_sheet
+
+    start = time.perf_counter()
+    real = held_out["video"].float().cpu()
+    count, _, frames, height, width = real.shape
+    device = next(base.parameters()).device
+    if height != width:
+        raise ValueError(f"held-out clips: expected square frames, got {height}x{width}")
+    labels = colour_labels({**held_out, "video": real}).to(device)
+    noise = video_noise(count, frames, height, seed=seed, device=device)
+    figures: dict[str, Any] = {
+        "num_samples": count,
+        "frames": frames,
+        "conditioning": REAL_CONDITIONING,
+    }
+    print(f"samples conditioned on {REAL_CONDITIONING}")
+    target = _ReportTo(trainer, out)
+    with _bar(steps, "sampling (base, frame by frame)", not progress) as bar:
+        base_videos = sample_frames_independently(
+            base.eval(), noise, labels, scheduler, steps=steps, progress=lambda _: bar.update(1)
+        ).cpu()
+    write_sample_sheet(base_videos, out / "base_samples.gif")
+    report_against_real(
+        target, figures, base_videos, real, name="base_samples", what="base model, frame by frame"
+    )
+    if wrapper is not None:
+        with _bar(steps, "sampling (inflated)", not progress) as bar:
+            videos = ddim_sample(
+                wrapper.eval(),
+                noise,
+                labels,
+                scheduler,
+                steps=steps,
+                progress=lambda _: bar.update(1),
+            ).cpu()
+        write_sample_sheet(videos, out / "samples.gif")
+        report_against_real(target, figures, videos, real, name="samples", what="inflated model")
+    figures["sample_seconds"] = round(time.perf_counter() - start, 1)
     return figures
 
 

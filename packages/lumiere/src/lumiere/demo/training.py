@@ -6,13 +6,20 @@ EMA weights and noise scheduler to `OUT/base/`; stage 2 (`train_temporal`) infla
 (`temporal_job`, run by `mp_layers.training.run_train_job`, which writes the run configuration),
 saving the EMA adapter to `OUT/temporal/` (`Lumiere.save_temporal`). Both take the parsed
 `lumiere-video train` flags.
+
+On real data (`--data FOLDER` or shards) both stages hold data out
+(`mp_layers.training.held_out_split`: whole videos for folders of >= 8 videos, else the end of
+every video in time), train on the rest and report the EMA model's held-out diffusion loss at
+fixed timesteps (`HELD_OUT_TIMESTEPS`, fixed noise: comparable between runs) as
+`summary["held_out_loss"]`, logged to the `--report-to` tracker. Clips without a colour label get
+their dominant palette colour as class (`colour_labels`).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -20,10 +27,33 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from lumiere.demo.diffusion import diffusion_loss, frames_as_images, make_noise_scheduler
+from lumiere.demo.diffusion import (
+    diffusion_loss,
+    diffusion_loss_at,
+    frames_as_images,
+    make_noise_scheduler,
+)
 from lumiere.demo.models import CONFIG_FILE, NUM_COLOURS, base_unet_config, inflate
 
-__all__ = ["temporal_job", "train_base", "train_temporal"]
+__all__ = [
+    "HELD_OUT_CLIPS",
+    "HELD_OUT_TIMESTEPS",
+    "colour_labels",
+    "held_out_loss",
+    "is_real_data",
+    "temporal_job",
+    "train_base",
+    "train_temporal",
+]
+
+# Held-out clips read for the held-out loss and the comparison with real clips, and the fixed
+# timesteps (of the 1000-step schedule: little, half and mostly noise) the held-out loss is at.
+HELD_OUT_CLIPS = 16
+HELD_OUT_TIMESTEPS = (100, 500, 900)
+
+# What a stage's `report` callback gets on real data, on the main process, while the stage's
+# tracker is open: (trainer, summary, EMA model, scheduler or held-out clips).
+StageReport = Callable[[Any, dict[str, Any], Any, Any], None]
 
 
 def _ints(flag: str, text: str) -> tuple[int, ...]:
@@ -36,9 +66,15 @@ def _ints(flag: str, text: str) -> tuple[int, ...]:
     return values
 
 
-def _colour_labels(batch: dict[str, Any]) -> Tensor:
-    """Clip labels; unlabelled clips (a video folder, label -1) get their dominant palette
-    colour (`mp_layers.video.predict_palette_color`, black clips colour 0)."""
+def is_real_data(args: argparse.Namespace) -> bool:
+    """Whether `--data` is the user's videos (a folder or shards), not 'synthetic'."""
+    return str(args.data) != "synthetic"
+
+
+def colour_labels(batch: dict[str, Any]) -> Tensor:
+    """Clip labels `(b,)` of a batch (`video` `(b, 3, t, h, w)`, `label` ints or a list);
+    unlabelled clips (a video folder, label -1) get their dominant palette colour
+    (`mp_layers.video.predict_palette_color`, black clips colour 0)."""
     labels = torch.as_tensor(batch["label"])
     if bool((labels < 0).any()):
         from mp_layers.video import predict_palette_color
@@ -46,6 +82,39 @@ def _colour_labels(batch: dict[str, Any]) -> Tensor:
         predicted = predict_palette_color(batch["video"]).clamp(min=0).to(labels.device)
         labels = torch.where(labels < 0, predicted, labels)
     return labels.to(batch["video"].device)
+
+
+def held_out_loss(
+    trainer: Any, model: nn.Module, clean: Tensor, labels: Tensor, scheduler: Any, *, seed: int
+) -> dict[str, float]:
+    """The EMA `model`'s held-out diffusion loss on `clean` (images `(b, 3, h, w)` or clips
+    `(b, 3, t, h, w)` in [-1, 1], classes `labels`) at each of `HELD_OUT_TIMESTEPS` with fixed
+    noise (`mp_layers.training.fixed_noise_losses`), logged to the trainer's tracker as
+    `held_out/loss_t{timestep}`. Returns `{str(timestep): loss}`."""
+    from mp_layers.training import fixed_noise_losses
+
+    device = next(model.parameters()).device
+    clean, labels = clean.to(device), labels.to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        losses = fixed_noise_losses(
+            lambda clips, t, generator: diffusion_loss_at(
+                model, clips, labels, scheduler, int(t), generator
+            ),
+            clean,
+            HELD_OUT_TIMESTEPS,
+            seed=seed,
+        )
+    finally:
+        model.train(was_training)
+    trainer.log({f"held_out/loss_t{t}": value for t, value in losses.items()})
+    return losses
+
+
+def _loss_line(stage: str, losses: dict[str, float], clips: int, what: str) -> str:
+    figures = ", ".join(f"t={t} {value:.4f}" for t, value in losses.items())
+    return f"{stage}: held-out diffusion loss on {clips} {what} (fixed noise): {figures}"
 
 
 def _warmup(steps: int) -> Any:
@@ -61,19 +130,29 @@ def _mean_tail(losses: Sequence[float], n: int = 50) -> float | None:
     return round(sum(tail) / len(tail), 5) if tail else None
 
 
-def train_base(args: argparse.Namespace, out: Path, image_size: int) -> tuple[Path, dict[str, Any]]:
+def train_base(
+    args: argparse.Namespace, out: Path, image_size: int, report: StageReport | None = None
+) -> tuple[Path, dict[str, Any]]:
     """Stage 1: train the class-conditional `UNet2DModel` on frames (`OUT/base-run/`), save the
-    EMA weights and the scheduler to `OUT/base/`. Returns that folder and the fit summary."""
+    EMA weights and the scheduler to `OUT/base/`, write `OUT/base-run/report.json`. Returns that
+    folder and the fit summary.
+
+    On real data the frames of held-out data are left out of training, the summary gets
+    `held_out` (how the data was split) and `held_out_loss`, and `report(trainer, summary,
+    base, scheduler)` runs before the tracker closes (main process)."""
     from diffusers import UNet2DModel
 
     from mp_layers.training import (
         Trainer,
         TrainerConfig,
         data_options,
+        held_out_clips,
+        held_out_split,
         load_model_weights,
         make_dataset,
         num_workers_from_args,
         timed_fit,
+        write_report,
     )
     from mp_layers.video import collate_videos
 
@@ -96,11 +175,16 @@ def train_base(args: argparse.Namespace, out: Path, image_size: int) -> tuple[Pa
         **({"num_videos": args.num_images} if synthetic else {}),
         **options,
     )
+    split = held_out_split(frames) if is_real_data(args) else None
+    held = None
+    if split is not None:
+        frames = split.train
+        held = held_out_clips(split.held_out, HELD_OUT_CLIPS * args.frames)  # before the fit
     torch.manual_seed(args.seed)
     unet: Any = UNet2DModel(**config)
 
     def loss_fn(model: nn.Module, batch: dict[str, Any]) -> Tensor:
-        labels = _colour_labels(batch)
+        labels = colour_labels(batch)
         frames_per_clip = batch["video"].shape[2]
         images = frames_as_images(batch["video"])
         return diffusion_loss(model, images, labels.repeat_interleave(frames_per_clip), scheduler)
@@ -125,6 +209,7 @@ def train_base(args: argparse.Namespace, out: Path, image_size: int) -> tuple[Pa
             save_every=args.save_every,
             max_time_s=args.base_max_time,
             progress_bar=not args.no_progress,
+            report_to=args.report_to,
         ),
         loss_fn=loss_fn,
         lr_lambda=_warmup(args.warmup_steps),
@@ -134,41 +219,70 @@ def train_base(args: argparse.Namespace, out: Path, image_size: int) -> tuple[Pa
         f"stage 1: UNet2DModel {_millions(unet)} on {image_size}x{image_size} frames "
         f"({args.prediction_type}), at most {args.base_steps} steps / {args.base_max_time:.0f} s"
     )
-    result, summary = timed_fit(trainer, args.resume)
+    if split is not None:
+        print(f"stage 1: real data, {split.description} (not trained on)")
     folder = out / "base"
-    if trainer.accelerator.is_main_process:
-        assert result.checkpoint is not None
-        final: Any = UNet2DModel(**config)
-        load_model_weights(final, result.checkpoint, ema=True)
-        final.save_pretrained(folder)
-        scheduler.save_pretrained(folder)
-        limit = " (its --base-max-time budget)" if result.time_limit_reached else ""
-        print(
-            f"stage 1: trained {result.step} steps in {summary['train_seconds']:.0f} s{limit}; "
-            f"base model: {folder}"
-        )
-        summary["final_loss"] = _mean_tail(result.losses)
+    try:
+        result, summary = timed_fit(trainer, args.resume)
+        if trainer.accelerator.is_main_process:
+            assert result.checkpoint is not None
+            final: Any = UNet2DModel(**config)
+            load_model_weights(final, result.checkpoint, ema=True)
+            final.save_pretrained(folder)
+            scheduler.save_pretrained(folder)
+            limit = " (its --base-max-time budget)" if result.time_limit_reached else ""
+            print(
+                f"stage 1: trained {result.step} steps in {summary['train_seconds']:.0f} s"
+                f"{limit}; base model: {folder}"
+            )
+            summary["final_loss"] = _mean_tail(result.losses)
+            if split is not None and held is not None:
+                final = final.to(trainer.accelerator.device)
+                images = frames_as_images(held["video"])
+                labels = colour_labels(held).repeat_interleave(held["video"].shape[2])
+                losses = held_out_loss(trainer, final, images, labels, scheduler, seed=args.seed)
+                summary.update(held_out=split.description, held_out_loss=losses)
+                print(_loss_line("stage 1", losses, len(images), "frames"))
+                if report is not None:
+                    report(trainer, summary, final.eval(), scheduler)
+            write_report(run, summary)
+    finally:
+        trainer.end_tracking()
     return folder, summary
 
 
-def temporal_job(
-    args: argparse.Namespace, base: nn.Module, scheduler: Any, config: dict[str, Any]
-) -> Any:
-    """Stage 2's `mp_layers.training.TrainJob`: `base` inflated as the run configuration `config`
-    says (written to `OUT/lumiere_video.json`), its temporal layers only trained on clips with the
-    diffusion loss of `scheduler`, with the shared train flags `args`."""
-    from mp_layers.training import TrainJob, data_options, make_dataset, trainer_config_from_args
-    from mp_layers.video import collate_videos
+def clip_dataset(args: argparse.Namespace, image_size: int, frames: int) -> Any:
+    """The clips of `--data` (`mp_layers.training.make_dataset`): `--num-videos` MovingShapes
+    clips, or the user's videos cut as the clip flags say."""
+    from mp_layers.training import data_options, make_dataset
 
-    synthetic = args.data == "synthetic"
-    clips = make_dataset(
+    synthetic = not is_real_data(args)
+    return make_dataset(
         args.data,
-        image_size=config["image_size"],
-        num_frames=config["frames"],
+        image_size=image_size,
+        num_frames=frames,
         seed=args.seed,
         **({"num_videos": args.num_videos} if synthetic else {}),
         **data_options(args),
     )
+
+
+def temporal_job(
+    args: argparse.Namespace,
+    base: nn.Module,
+    scheduler: Any,
+    config: dict[str, Any],
+    *,
+    data: Any = None,
+) -> Any:
+    """Stage 2's `mp_layers.training.TrainJob`: `base` inflated as the run configuration `config`
+    says (written to `OUT/lumiere_video.json`), its temporal layers only trained on clips (`data`,
+    default `clip_dataset(args, ...)`) with the diffusion loss of `scheduler`, with the shared
+    train flags `args`."""
+    from mp_layers.training import TrainJob, trainer_config_from_args
+    from mp_layers.video import collate_videos
+
+    clips = clip_dataset(args, config["image_size"], config["frames"]) if data is None else data
     torch.manual_seed(args.seed)
     wrapper = inflate(base, config)
     trainable = sum(p.numel() for p in wrapper.temporal_parameters())
@@ -180,7 +294,7 @@ def temporal_job(
     )
 
     def loss_fn(model: nn.Module, batch: dict[str, Any]) -> Tensor:
-        return diffusion_loss(model, batch["video"] * 2 - 1, _colour_labels(batch), scheduler)
+        return diffusion_loss(model, batch["video"] * 2 - 1, colour_labels(batch), scheduler)
 
     return TrainJob(
         model=wrapper,
@@ -207,15 +321,29 @@ def temporal_job(
 
 
 def train_temporal(
-    args: argparse.Namespace, out: Path, base: nn.Module, scheduler: Any, config: dict[str, Any]
+    args: argparse.Namespace,
+    out: Path,
+    base: nn.Module,
+    scheduler: Any,
+    config: dict[str, Any],
+    report: StageReport | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Stage 2: write the run configuration, inflate `base` and train only its temporal layers
     on clips (`OUT/checkpoints`; `mp_layers.training.run_train_job` on `temporal_job`); save the
     EMA adapter to `OUT/temporal/`. Returns the inflated model (EMA weights) and the fit
-    summary."""
+    summary.
+
+    On real data held-out clips are left out of training, the summary gets `held_out` and
+    `held_out_loss`, and `report(trainer, summary, model, held_out_clips)` (a batch dict,
+    `mp_layers.training.held_out_clips`) runs before the tracker closes (main process)."""
     from accelerate import PartialState
 
-    from mp_layers.training import load_model_weights, run_train_job
+    from mp_layers.training import (
+        held_out_clips,
+        held_out_split,
+        load_model_weights,
+        run_train_job,
+    )
 
     exported: dict[str, Any] = {}
 
@@ -229,8 +357,25 @@ def train_temporal(
         for key in ("checkpoint", "loss_plot"):  # the demo's report.json keeps its 0.1.0 keys
             summary.pop(key, None)
         summary["final_loss"] = _mean_tail(result.losses)
+        if split is None or held is None:
+            return
+        model = exported["model"]
+        losses = held_out_loss(
+            trainer, model, held["video"] * 2 - 1, colour_labels(held), scheduler, seed=args.seed
+        )
+        summary.update(held_out=split.description, held_out_loss=losses)
+        print(_loss_line("stage 2", losses, len(held["video"]), "clips"))
+        if report is not None:
+            report(trainer, summary, model, held)
 
-    job = temporal_job(args, base, scheduler, config)
+    clips = clip_dataset(args, config["image_size"], config["frames"])
+    split = held_out_split(clips) if is_real_data(args) else None
+    held = None
+    if split is not None:
+        clips = split.train
+        held = held_out_clips(split.held_out, HELD_OUT_CLIPS)  # before the fit
+        print(f"stage 2: real data, {split.description} (not trained on)")
+    job = temporal_job(args, base, scheduler, config, data=clips)
     summary = run_train_job(job, resume=args.resume, report=export, report_first=True)
     if "model" in exported:
         return exported["model"], summary
