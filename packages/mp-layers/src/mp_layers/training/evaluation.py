@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 
+@typechecked
 @dataclass
 class HeldOutSplit:
     """`train` and `held_out` datasets and how they were split (`by`: "videos", "shards",
