@@ -73,7 +73,7 @@ def start_trackers(accelerator: Accelerator, config: TrainerConfig) -> None:
     accelerator.init_trackers(project, config=tracker_hparams(config))
 
 
-def log_scalars(accelerator: Accelerator, values: dict[str, float], step: int) -> None:
+def log_scalars(accelerator: Accelerator, values: dict[str, float | None], step: int) -> None:
     """Log finite scalar `values` at `step` to the run's trackers (non-finite ones are left out:
     some trackers reject NaN)."""
     if not accelerator.trackers:

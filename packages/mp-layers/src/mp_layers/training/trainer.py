@@ -45,6 +45,7 @@ from mp_layers.training.phases import (
     optimizer_params,
     select_parameters,
 )
+from mp_layers.training.progress import _Progress
 from mp_layers.training.samples import write_sample_sheet
 from mp_layers.training.state import TrainState
 from mp_layers.training.step import StepOutcome, TrainStep
@@ -323,7 +324,7 @@ class Trainer(TrainStep, TrainState):
             trackers.start_trackers(self.accelerator, self.config)
             self._trackers_started = True
 
-    def log(self, values: dict[str, float], *, step: int | None = None) -> None:
+    def log(self, values: dict[str, float | None], *, step: int | None = None) -> None:
         """Log scalars (e.g. held-out figures `{"held_out/loss": 0.12}`) to the tracker at `step`
         (default: the current step); non-finite values are left out."""
         self.start_tracking()
@@ -332,13 +333,8 @@ class Trainer(TrainStep, TrainState):
     def log_videos(self, name: str, videos: torch.Tensor, *, step: int | None = None) -> None:
         """Log a sheet of `videos` (B, C, F, H, W) in [0, 1] to the tracker (main process)."""
         self.start_tracking()
-        trackers.log_videos(
-            self.accelerator,
-            name,
-            videos,
-            step=self.step if step is None else step,
-            fps=self.config.sample_fps,
-        )
+        step = self.step if step is None else step
+        trackers.log_videos(self.accelerator, name, videos, step=step, fps=self.config.sample_fps)
 
     def end_tracking(self) -> None:
         """Flush and close the tracker (`run_train_job` calls it after the report)."""
@@ -481,18 +477,7 @@ class Trainer(TrainStep, TrainState):
                     clips_s=f"{progress.samples_per_second:.3g}",
                     refresh=False,
                 )
-                trackers.log_scalars(
-                    self.accelerator,
-                    {
-                        "train/loss": loss,
-                        "train/lr": lr,
-                        "train/grad_norm": grad_norm,
-                        "train/data_wait": progress.data_share,
-                        "train/clips_per_second": progress.samples_per_second,
-                        **{f"train/loss_{n}": v for n, (v, _) in outcome.phases.items()},
-                    },
-                    self.step,
-                )
+                self.log(progress.tracker_values(outcome, lr))
             bar.update(1)
         if self.consecutive_nonfinite >= config.max_nonfinite_steps:
             phase_text = "".join(
@@ -505,41 +490,3 @@ class Trainer(TrainStep, TrainState):
                 f"checkpoint in {self.checkpoint_dir} is the last good state; lower the learning "
                 "rate, enable max_grad_norm or use bf16 instead of fp16."
             )
-
-
-class _Progress:
-    """What the progress bar shows beyond the step count: the share of the step time spent
-    waiting for data, the samples per second (of this process), and the step the run will end
-    at: `config.steps`, or the step `max_time_s` reaches first at the pace so far."""
-
-    def __init__(self, start_step: int) -> None:
-        self.start_step = start_step
-        self.data_seconds = 0.0
-        self.samples = 0
-        self.start = time.perf_counter()
-
-    def add(self, outcome: StepOutcome) -> None:
-        self.data_seconds += outcome.data_seconds
-        self.samples += outcome.samples
-
-    @property
-    def elapsed(self) -> float:
-        return max(time.perf_counter() - self.start, 1e-9)
-
-    @property
-    def data_share(self) -> float:
-        return min(self.data_seconds / self.elapsed, 1.0)
-
-    @property
-    def samples_per_second(self) -> float:
-        return self.samples / self.elapsed
-
-    def expected_total(self, step: int, elapsed: float, config: TrainerConfig) -> int:
-        """`config.steps`, or fewer when `config.max_time_s` will end the run first: this call's
-        step plus the remaining time over this call's mean seconds per step, rounded up (the run
-        stops after the first step that ends past the limit)."""
-        if config.max_time_s is None or step <= self.start_step:
-            return config.steps
-        per_step = elapsed / (step - self.start_step)
-        remaining = max(config.max_time_s - elapsed, 0.0)
-        return min(config.steps, step + math.ceil(remaining / per_step))
