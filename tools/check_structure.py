@@ -1,4 +1,5 @@
-"""Structure checks of packages/*/src: import cycles between a package's modules, file lengths.
+"""Structure checks of packages/*/src: import cycles between a package's modules, file lengths;
+and that the README's step 0 installs uv exactly as `.ci/run` does on a machine without it.
 
     python tools/check_structure.py            # both checks; exit 1 on a cycle or a long file
     python tools/check_structure.py --list     # also print every file's line count, longest first
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -102,6 +104,20 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return components
 
 
+def bootstrap_problems() -> list[str]:
+    """The README's Quickstart must install uv with pip exactly as `.ci/run` does without uv."""
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quickstart = readme.partition("## Quickstart")[2].partition("\n## ")[0]
+    found = re.search(r'python3 -m pip install --quiet ("uv[^"]*")', ci)
+    if found is None:
+        return ['.ci/run: no `python3 -m pip install --quiet "uv..."` fallback']
+    command = f"python3 -m pip install {found.group(1)}"
+    if command not in quickstart:
+        return [f"README.md Quickstart: step 0 `{command}` (as in .ci/run) is missing"]
+    return []
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="print every file's line count")
@@ -116,6 +132,9 @@ def main() -> int:
             print(f"import cycle: {' <-> '.join(cycle)}")
         for path in known.values():
             lengths.append((len(path.read_text(encoding="utf-8").splitlines()), path))
+    for problem in bootstrap_problems():
+        failed = True
+        print(problem)
     lengths.sort(reverse=True)
     for count, path in lengths:
         if count > MAX_LINES:

@@ -4,7 +4,9 @@ Usage: python tools/smoke_install.py DIST
 
 Checks that DIST imports, that its version and public API are consistent, that every requirement
 on a workspace package carries a bounded range, and that the environment holds nothing but DIST's
-declared (non-extra) dependency closure.
+declared (non-extra) dependency closure. For a model package, also that its console script runs
+without the `[train]` extra: usage on `--help`, and `train` exits 1 with one line naming the
+extra to install (the pip-only path of the README), not a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as metadata
 import re
+import shutil
+import subprocess
 import sys
 
 from packaging.requirements import Requirement
@@ -49,6 +53,24 @@ def closure(dist: str) -> set[str]:
                 child = canonical(requirement.name)
                 todo += [(child, "")] + [(child, e) for e in requirement.extras]
     return {name for name, _ in seen}
+
+
+def check_console_script(dist: str) -> None:
+    """`dist --help` prints usage; `dist train` without `[train]` says, in one line, what to
+    install."""
+    script = shutil.which(dist)
+    assert script is not None, f"{dist}: console script not on PATH"
+    shown = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown
+    assert f"usage: {dist}" in shown.stdout, shown
+    ran = subprocess.run([script, "train"], capture_output=True, text=True, timeout=300)
+    hint = f"pip install '{dist}[train]'"
+    assert ran.returncode == 1, f"{dist} train without [train]: exit {ran.returncode}: {ran}"
+    assert "Traceback" not in ran.stderr, f"{dist} train without [train]: {ran.stderr}"
+    last = ran.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{dist} train: error:"), ran.stderr
+    assert hint in last, ran.stderr
+    print(f"{dist}: without [train]: {last}")
 
 
 def main(dist: str) -> None:
@@ -97,6 +119,8 @@ def main(dist: str) -> None:
         layer = module.MPConv3d(4, 8, 3)
         out = layer(torch.randn(2, 4, 4, 8, 8))
         assert out.shape == (2, 8, 4, 8, 8), out.shape
+    if dist != "mp-layers":
+        check_console_script(dist)
     print(f"{dist} {module.__version__}: installed alone, {len(installed)} distributions, OK")
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -34,6 +33,7 @@ from karras_unet3d.workflow import (
     synthesize_ema,
     train_job,
 )
+from mp_layers.cli import run_subcommand
 from mp_layers.typecheck import typechecked
 
 __all__ = [
@@ -327,17 +327,8 @@ def _ema_main(argv: Sequence[str] | None) -> dict[str, Any]:
 @typechecked
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `karras-unet3d` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"train": train, "sample": sample, "ema": _ema_main}
-    if not argv or argv[0] not in commands:
-        print(f"usage: karras-unet3d {{{','.join(commands)}}} [options]  (-h for help)")
-        return 2
-    try:
-        commands[argv[0]](argv[1:])
-    except ValueError as error:
-        print(f"karras-unet3d {argv[0]}: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_subcommand("karras-unet3d", commands, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,7 +22,6 @@ entry point (`main`) and keeps the names it had in 0.1.0 (the demo's steps, from
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from lumiere.demo.commands import DEFAULTS, REPORT_FILE, sample, train
@@ -37,6 +36,7 @@ from lumiere.demo.models import (
     lumiere_class,
 )
 from lumiere.demo.training import train_base, train_temporal
+from mp_layers.cli import run_subcommand
 
 __all__ = [
     "CONFIG_FILE",
@@ -62,17 +62,8 @@ __all__ = [
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `lumiere-video` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"train": train, "sample": sample}
-    if not argv or argv[0] not in commands:
-        print(f"usage: lumiere-video {{{','.join(commands)}}} [options]  (-h for help)")
-        return 2
-    try:
-        commands[argv[0]](argv[1:])
-    except (ValueError, ImportError) as error:
-        print(f"lumiere-video {argv[0]}: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_subcommand("lumiere-video", commands, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

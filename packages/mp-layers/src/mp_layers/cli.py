@@ -1,4 +1,5 @@
-"""The `mp-layers` command: data preparation shared by every model package.
+"""The `mp-layers` command: data preparation shared by every model package; and
+`run_subcommand`, the entry point every model package's console script goes through.
 
 mp-layers prepare-videos SRC OUT [--short-side 128] [--keyframe-interval 1] [--shard-size N]
 """
@@ -7,7 +8,49 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from mp_layers.typecheck import typechecked
+
+__all__ = ["main", "run_subcommand"]
+
+
+@typechecked
+def run_subcommand(
+    prog: str,
+    commands: Mapping[str, Callable[[list[str]], Any]],
+    argv: Sequence[str] | None = None,
+    *,
+    extra: str = "train",
+) -> int:
+    """Run `prog COMMAND [options]`: dispatch to `commands[COMMAND](options)`; returns the exit
+    status.
+
+    Bad input (`ValueError`, `OSError`: a missing or unreadable file) is one line on stderr and
+    status 1, not a traceback; so is an `ImportError` whose message says what to install. A dependency of an extra that is not installed (`pip install prog`
+    without `[train]`) is one line naming the extra to install. No command or `-h`: the usage
+    line (status 2, or 0 when help was asked for).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = f"usage: {prog} {{{','.join(commands)}}} [options]  (COMMAND -h for help)"
+    if not argv or argv[0] not in commands:
+        asked = bool(argv) and argv[0] in ("-h", "--help")
+        print(usage)
+        return 0 if asked else 2
+    try:
+        commands[argv[0]](argv[1:])
+    except ModuleNotFoundError as error:
+        print(
+            f"{prog} {argv[0]}: error: needs the Python package '{error.name}', which is not "
+            f"installed; install the extra: pip install '{prog}[{extra}]'",
+            file=sys.stderr,
+        )
+        return 1
+    except (ValueError, OSError, ImportError) as error:
+        print(f"{prog} {argv[0]}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:

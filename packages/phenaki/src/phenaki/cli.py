@@ -9,9 +9,9 @@ from a run. The names of 0.1.0's `phenaki.cli` stay importable from here.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
+from mp_layers.cli import run_subcommand
 from phenaki.cli_phenaki import sample, story, train
 from phenaki.cli_tokenizer import _train_parser as _train_parser
 from phenaki.cli_tokenizer import build_tokenizer as build_tokenizer
@@ -24,22 +24,13 @@ from phenaki.workflows.tokenizer import evaluate_reconstructions as evaluate_rec
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `phenaki` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
         "train-tokenizer": train_tokenizer,
         "train": train,
         "sample": sample,
         "story": story,
     }
-    if not argv or argv[0] not in commands:
-        print(f"usage: phenaki {{{','.join(commands)}}} [options]  (-h for help)")
-        return 2
-    try:
-        commands[argv[0]](argv[1:])
-    except (ValueError, OSError) as error:
-        print(f"phenaki {argv[0]}: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_subcommand("phenaki", commands, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

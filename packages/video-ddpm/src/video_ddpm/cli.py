@@ -17,12 +17,12 @@ and calls the demo's steps (`video_ddpm.demo`: the run's `TrainJob`, fitted by t
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from mp_layers.cli import run_subcommand
 from mp_layers.pretrained import write_config as write_config  # importable here, as in 0.1.0
 from video_ddpm.demo import (
     CONDITIONS,
@@ -256,17 +256,8 @@ def _convert(argv: Sequence[str] | None) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `video-ddpm` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"train": train, "sample": sample, "convert": _convert}
-    if not argv or argv[0] not in commands:
-        print(f"usage: video-ddpm {{{','.join(commands)}}} [options]  (-h for help)")
-        return 2
-    try:
-        commands[argv[0]](argv[1:])
-    except (ValueError, OSError) as error:
-        print(f"video-ddpm {argv[0]}: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_subcommand("video-ddpm", commands, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
