@@ -78,6 +78,18 @@ def test_toml_fills_in_and_command_line_wins(tmp_path: Path) -> None:
     assert args.data == "synthetic"  # neither: the default
 
 
+def test_toml_fills_in_defaults_set_with_set_defaults(tmp_path: Path) -> None:
+    """`parser.set_defaults` (how phenaki's flags take a dataclass's defaults) is a default too:
+    the file overrides it, the command line overrides the file."""
+    parser = _parser()
+    parser.add_argument("--frames", type=int)
+    parser.set_defaults(frames=9, image_size=32, steps=4000)
+    config = _toml(tmp_path, "frames = 17\nimage-size = 64\nsteps = 10\n")
+    args = parse_train_args(["--config", config, "--steps", "7"], parser=parser)
+    assert (args.frames, args.image_size, args.steps) == (17, 64, 7)
+    assert parse_train_args([], parser=parser).frames == 9
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -172,8 +172,10 @@ def _check_value(path: Path, key: str, value: Any, action: argparse.Action) -> A
 
 
 def _explicit_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """The dests set on the command line: parse again with every default suppressed."""
+    """The dests set on the command line: parse again with every default suppressed (those of
+    the actions and those of `parser.set_defaults`, which argparse applies to every dest)."""
     probe = copy.deepcopy(parser)
+    probe._defaults.clear()
     for action in probe._actions:
         action.default = argparse.SUPPRESS
         action.required = False

@@ -462,9 +462,9 @@ class Trainer(TrainStep, TrainState):
                     **phase_columns,
                 }
             )
-            if self.step % config.log_every == 0:
+            progress = self._progress
+            if self.step % config.log_every == 0 or self.step == progress.start_step + 1:
                 self.metrics.flush()
-                progress = self._progress
                 shown = {
                     f"loss_{name}": f"{value:.4g}" for name, (value, _) in outcome.phases.items()
                 }

@@ -31,6 +31,8 @@ from mp_layers.video.probe import VideoProbe, probe_video
 __all__ = ["CROPS", "VideoFolder", "check_clip_options"]
 
 CROPS = ("center", "random")
+# Appended to the error of an undecodable file: how to train on the rest.
+SKIP_HINT = "skip_undecodable=True, flag --skip-undecodable, leaves such files out with a warning"
 
 
 def _check_extensions(extensions: Sequence[str]) -> tuple[str, ...]:
@@ -315,7 +317,7 @@ class VideoFolder(Dataset[dict[str, Any]]):
                 probe = probe_video(file)
             except ValueError as error:
                 if not self.skip_undecodable:
-                    raise
+                    raise ValueError(f"{error} ({SKIP_HINT})") from error
                 self._skip(error)
                 continue
             if not self.pad_short and self._timeline_length(probe) < self.spec.span:

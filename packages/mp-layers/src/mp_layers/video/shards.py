@@ -21,7 +21,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from mp_layers.typecheck import typechecked
 from mp_layers.validation import check_int
 from mp_layers.video.clips import item_rng
-from mp_layers.video.folder import ClipMaker
+from mp_layers.video.folder import SKIP_HINT, ClipMaker
 from mp_layers.video.probe import probe_video
 
 try:
@@ -155,7 +155,7 @@ class VideoShards(IterableDataset[dict[str, Any]]):
     def _fail(self, error: Exception, where: str) -> None:
         message = f"cannot read {where}: {type(error).__name__}: {error}"
         if not self.skip_undecodable:
-            raise ValueError(message) from error
+            raise ValueError(f"{message} ({SKIP_HINT})") from error
         self.num_skipped += 1
         warnings.warn(f"skipping: {message}", stacklevel=3)
 
