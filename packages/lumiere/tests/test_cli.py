@@ -264,6 +264,43 @@ def test_sample_is_deterministic(full_run: tuple[Path, dict[str, Any]], tmp_path
     assert torch.equal(read_video(tmp_path / "a.gif"), read_video(tmp_path / "b.gif"))
 
 
+@needs_wrapper
+def test_sample_from_a_hub_repo_id_offline(
+    full_run: tuple[Path, dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`sample --out org/name`: a run folder published on the Hub, read from a Hub cache with
+    `local_files_only` (nothing fetched); the samples go to the working folder, not the cache."""
+    import huggingface_hub
+
+    from mp_layers.testing import populate_hub_cache
+
+    out, _ = full_run
+    populate_hub_cache(tmp_path / "hub", "someone/tiny-lumiere", out)
+    populate_hub_cache(tmp_path / "hub", "someone/tiny-adapter", out / "temporal")
+
+    def from_cache(**kwargs: object) -> str:  # the real lookup, in this cache, never online
+        kwargs.update(cache_dir=tmp_path / "hub", local_files_only=True)
+        return huggingface_hub.snapshot_download(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("mp_layers.hub.snapshot_download", from_cache)
+    monkeypatch.chdir(tmp_path)
+    args = ["--steps", "2", "--num-samples", "4", "--no-progress", "--seed", "3"]
+    local = sample(["--out", str(out), *args, "--gif", str(tmp_path / "local.gif")])
+    hub = sample(["--out", "someone/tiny-lumiere", *args])
+    assert hub["out"] == "samples.gif"
+    assert torch.equal(read_video(tmp_path / "samples.gif"), read_video(tmp_path / "local.gif"))
+    assert hub["colour_accuracy"] == local["colour_accuracy"]
+    # an adapter published alone, on the run's base
+    adapter = sample(["--out", str(out), "--checkpoint", "someone/tiny-adapter", *args,
+                      "--gif", str(tmp_path / "adapter.gif")])  # fmt: skip
+    assert adapter["colour_accuracy"] == local["colour_accuracy"]
+    assert main(["sample", "--out", "someone/not-there", "--no-progress"]) == 1
+    assert "a Hub repo id holding one" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- errors
 
 

@@ -146,3 +146,12 @@ def test_a_hub_repo_id_loads_from_the_cache_offline(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     loaded = Pair.from_pretrained("someone/tiny-pair", cache_dir=cache)
     assert torch.equal(loaded(X), model(X))
+
+
+def test_a_repo_that_cannot_be_had_is_an_oserror_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match=r"'someone/not-cached' is not a local folder") as caught:
+        Pair.from_pretrained("someone/not-cached", cache_dir=tmp_path / "empty")
+    assert caught.value.__cause__ is not None  # the Hub's own error stays attached

@@ -78,6 +78,39 @@ def test_train_sample_and_story(tiny_tokenizer: Path, tiny_bert_dir: Path, tmp_p
     assert read_video(story).shape[1] == 7
 
 
+def test_sample_from_a_hub_repo_id_offline(
+    tiny_tokenizer: Path,
+    tiny_bert_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`sample --run org/name`: the run's `save_pretrained` folder (`phenaki/`, the tokenizer in
+    its `cvivit/`) published on the Hub, read from a Hub cache (nothing fetched)."""
+    import huggingface_hub
+
+    from mp_layers.testing import populate_hub_cache
+
+    out = tmp_path / "run"
+    train([*run_args(tiny_tokenizer, tiny_bert_dir, out), "--steps=2"])
+    populate_hub_cache(tmp_path / "hub", "someone/tiny-phenaki", out / "phenaki")
+
+    def from_cache(**kwargs: object) -> str:  # the real lookup, in this cache, never online
+        kwargs.update(cache_dir=tmp_path / "hub", local_files_only=True)
+        return huggingface_hub.snapshot_download(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("mp_layers.hub.snapshot_download", from_cache)
+    clips = {}
+    for name, run in (("local", str(out)), ("hub", "someone/tiny-phenaki")):
+        clips[name] = tmp_path / f"{name}.mp4"
+        argv = ["sample", f"--run={run}", f"--text-encoder={tiny_bert_dir}", "--text=a red circle",
+                "--frames=5", f"--out={clips[name]}"]  # fmt: skip
+        assert main(argv) == 0, capsys.readouterr().err
+    assert torch.equal(read_video(clips["local"]), read_video(clips["hub"]))
+    assert main(["sample", "--run=someone/not-there", "--text=x", f"--out={tmp_path}/x.gif"]) == 1
+    assert "phenaki sample: error:" in capsys.readouterr().err
+
+
 def test_resume(tiny_tokenizer: Path, tiny_bert_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     train([*run_args(tiny_tokenizer, tiny_bert_dir, out), "--steps=2", "--save-every=1"])

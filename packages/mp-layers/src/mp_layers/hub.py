@@ -63,14 +63,15 @@ def resolve_folder(
 ) -> Path:
     """A local folder as given, else the snapshot of the Hub repo `source` (downloaded into the
     Hub cache, or found there: with `HF_HUB_OFFLINE=1` or `local_files_only` nothing is fetched).
-    """
+    A repo that cannot be had (no such repo, offline and not cached, no access) is an `OSError`
+    naming `source`, from the Hub's own error."""
     if os.path.isdir(source):
         return Path(source)
     text = str(source)
     if not _REPO_ID.fullmatch(text):
         raise ValueError(f"expected a folder or a Hub repo id ('org/name'), got {text!r}")
-    return Path(
-        snapshot_download(
+    try:
+        snapshot = snapshot_download(
             repo_id=text,
             revision=revision,
             cache_dir=cache_dir,
@@ -78,7 +79,14 @@ def resolve_folder(
             local_files_only=local_files_only,
             token=token,
         )
-    )
+    except Exception as error:  # not found, offline without a cached snapshot, no access, ...
+        # As transformers does: one OSError that names what was asked for.
+        raise OSError(
+            f"{text!r} is not a local folder, and its Hub snapshot"
+            f"{f' at revision {revision!r}' if revision else ''} could not be had: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    return Path(snapshot)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -220,14 +228,14 @@ class HubModel(ModelHubMixin):
         `revision`, `cache_dir`, `local_files_only`, `token`, ...), on `map_location` (default
         the CPU); other keywords override the saved constructor arguments or pass the parts and
         objects that are not saved (a text encoder, a perceptual network)."""
-        source = pretrained_model_name_or_path
-        if os.path.isdir(source):
-            _read_json(Path(source) / CONFIG_NAME)  # a clear error before ModelHubMixin reads it
-        elif not _REPO_ID.fullmatch(str(source)):
-            raise ValueError(
-                f"expected a folder or a Hub repo id ('org/name'), got {str(source)!r}"
-            )
-        return super().from_pretrained(str(source), **kwargs)
+        hub = ("revision", "cache_dir", "force_download", "local_files_only", "token")
+        # the whole snapshot first (one clear OSError naming a repo that cannot be had), then
+        # ModelHubMixin on the local folder
+        folder = resolve_folder(
+            pretrained_model_name_or_path, **{k: kwargs.pop(k) for k in hub if k in kwargs}
+        )
+        _read_json(folder / CONFIG_NAME)  # a clear error before ModelHubMixin reads it
+        return super().from_pretrained(str(folder), **kwargs)
 
     @classmethod
     def _from_pretrained(

@@ -275,7 +275,8 @@ def _sample_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="lumiere-video sample",
-        description="Sample clips (one row per colour) from a `lumiere-video train` run folder.",
+        description="Sample clips (one row per colour) from a `lumiere-video train` run folder, "
+        "or from a Hub repo id holding one (its config, base/ and temporal/).",
     )
     add_sample_arguments(parser)
     parser.set_defaults(out="runs/lumiere-video")
@@ -286,6 +287,22 @@ def _sample_parser() -> argparse.ArgumentParser:
     add("--fps", type=int, default=8, help="frames per second of the file")
     add("--no-progress", action="store_true", help="hide the progress bar")
     return parser
+
+
+def _run_folder(source: str) -> tuple[Path, bool]:
+    """A local folder as given, or the snapshot of the Hub repo `source` (`org/name`, through
+    the Hub cache; `HF_HUB_OFFLINE=1` downloads nothing); and whether it came from the Hub."""
+    from mp_layers.hub import resolve_folder
+
+    if Path(source).exists() or source.count("/") != 1 or source.startswith((".", "/")):
+        return Path(source), False
+    try:
+        return resolve_folder(source), True
+    except Exception as error:  # no such repo, offline without a cached snapshot, ...
+        raise ValueError(
+            f"expected a lumiere-video train folder or a Hub repo id holding one, got "
+            f"{source!r} ({type(error).__name__}: {error})"
+        ) from error
 
 
 def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -303,8 +320,11 @@ def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
             )
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames: expected an int >= 1, got {args.frames}")
-    out = Path(args.out)
-    wrapper, scheduler, config = load_run(out, args.checkpoint, ema=not args.no_ema)
+    out, from_hub = _run_folder(args.out)
+    checkpoint = args.checkpoint
+    if checkpoint != "latest" and not Path(checkpoint).exists():  # an adapter on the Hub
+        checkpoint = str(_run_folder(checkpoint)[0])
+    wrapper, scheduler, config = load_run(out, checkpoint, ema=not args.no_ema)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     wrapper = wrapper.to(device).eval()
     per_class = math.ceil(args.num_samples / NUM_COLOURS)
@@ -321,7 +341,8 @@ def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
             seed=args.seed,
             progress=not args.no_progress,
         )
-    path = Path(args.gif) if args.gif else out / "samples" / "samples.gif"
+    default = Path("samples.gif") if from_hub else out / "samples" / "samples.gif"
+    path = Path(args.gif) if args.gif else default  # never into the read-only Hub cache
     write_sample_sheet(videos, path, nrow=per_class, fps=args.fps)
     if config.get("data") == "real":  # MovingShapes figures mean nothing on the user's videos
         from mp_layers.video import mean_frame_difference
