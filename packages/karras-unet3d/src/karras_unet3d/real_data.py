@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from karras_unet3d.diffusion import EDM2Diffusion
+from mp_layers.typecheck import typechecked
 
 __all__ = ["EVAL_CLIPS", "SIGMAS", "default_guidance", "report_real_data", "resolve_cond"]
 
@@ -23,6 +24,7 @@ SIGMAS = (0.2, 1.0, 5.0)
 CONDITIONS = ("auto", "class", "none")
 
 
+@typechecked
 def resolve_cond(cond: str, synthetic: bool) -> str:
     """ "class" (MovingShapes' labels) or "none": `--cond auto` is class labels for MovingShapes
     and none for videos (this model has no text conditioning, so captions are not used)."""
@@ -38,6 +40,7 @@ def resolve_cond(cond: str, synthetic: bool) -> str:
     return cond
 
 
+@typechecked
 def default_guidance(conditional: bool, guidance: float | None) -> float:
     """`guidance`, or 1.5 for a class-conditional model and 1.0 (no guidance) otherwise; a
     weight other than 1 for an unconditional model is refused (it has no guide)."""
@@ -72,6 +75,7 @@ def held_out_losses(model: EDM2Diffusion, clips: torch.Tensor) -> dict[str, floa
     return {f"sigma={level}": value for level, value in losses.items()}
 
 
+@typechecked
 def report_real_data(
     trainer: Any,
     summary: dict[str, Any],

@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@typechecked
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `mp-layers`; returns the exit status (1 when every video failed)."""
     parser = _parser()

@@ -226,8 +226,9 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     wrapper = None
     if not args.base_only:  # writes the run configuration (`mp_layers.training.run_train_job`)
-        stage_report = evaluate_both if real else None
-        wrapper, report["stage2"] = train_temporal(args, out, base, scheduler, config, stage_report)
+        wrapper, report["stage2"] = train_temporal(
+            args, out, base, scheduler, config, evaluate_both if real else None
+        )
     elif state.is_main_process:
         write_config(out / CONFIG_FILE, config)
     if not state.is_main_process:

@@ -67,25 +67,30 @@ def held_out_split(
         files = len(dataset.files)
         if files >= min_videos:
             count = min(max(1, math.ceil(fraction * files)), max_held_out, files - 1)
-            held = set(np.linspace(0, files - 1, count).round().astype(int).tolist())
+            held_videos = set(np.linspace(0, files - 1, count).round().astype(int).tolist())
             offsets = dataset._clip_offsets
-            train_ids = [i for v in range(files) if v not in held for i in _clips(offsets, v)]
-            held_ids = [int(offsets[v]) for v in sorted(held)]  # each held-out video's first clip
+            train_ids = [
+                i for v in range(files) if v not in held_videos for i in _clips(offsets, v)
+            ]
+            held_ids = [int(offsets[v]) for v in sorted(held_videos)]  # their first clips
             return HeldOutSplit(
                 EpochSubset(dataset, train_ids),
                 EpochSubset(dataset, held_ids),
                 "videos",
                 f"{count} of {files} videos held out",
             )
-        parts = [
+        train_part, held_part = (
             VideoFolder(
                 dataset.root,
                 **{**dataset.options, "split": part, "held_out_fraction": fraction},
             )
             for part in ("train", "held_out")
-        ]
+        )
         return HeldOutSplit(
-            *parts, "time", f"the last {fraction:.0%} of each of {files} videos held out"
+            train_part,
+            held_part,
+            "time",
+            f"the last {fraction:.0%} of each of {files} videos held out",
         )
     if isinstance(dataset, VideoShards):
         shards = dataset.shards

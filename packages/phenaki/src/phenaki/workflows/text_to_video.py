@@ -413,7 +413,7 @@ def report_phenaki(
     sampler.save_pretrained(out / RUN_FOLDER, tokenizer=tokenizer_folder)
     sampler = sampler.to(trainer.accelerator.device).eval()
     print(f"model: {out / RUN_FOLDER} (Phenaki.from_pretrained), loss plot: {out / 'loss.png'}")
-    options = {
+    options: dict[str, Any] = {
         "per_row": config.num_per_row,
         "num_frames": config.frames,
         "guidance": config.guidance,
