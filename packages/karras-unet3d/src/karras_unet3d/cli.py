@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from karras_unet3d.conditional_cli import sample_conditional_sheet
 from karras_unet3d.real_data import CONDITIONS, default_guidance, resolve_cond
 from karras_unet3d.workflow import (
     CLASSES,
@@ -259,7 +260,9 @@ def _sample_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0)
     add("--no-ema", action="store_true", help="raw weights instead of the EMA weights")
     add("--fps", type=int, default=8)
-    return parser
+    from mp_layers.video.conditional_cli import add_conditioning_arguments
+
+    return add_conditioning_arguments(parser)
 
 
 @typechecked
@@ -271,16 +274,18 @@ def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = _sample_parser().parse_args(argv)
     kind, checkpoint = model_source(args.checkpoint)
     if kind == "pretrained":  # a save_pretrained folder or a Hub repo: no run to report on
-        if args.frames is not None:
-            raise ValueError("--frames: only for run folders (a saved model keeps its frames)")
         model = EDM2Diffusion.from_pretrained(checkpoint)
         config: dict[str, Any] = {"classes": None, "data": "pretrained"}
     else:
         _, config = find_run_config(checkpoint)
-        if args.frames is not None:
-            config["net"]["frames"] = args.frames
         model = build_model(config)
         load_model_weights(model, checkpoint, ema=not args.no_ema)
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames: expected an int >= 1, got {args.frames}")
+    classes_kind = run_classes(config) if kind == "run" else None
+    conditional = sample_conditional_sheet(model, args, checkpoint, classes_kind)
+    if conditional is not None:
+        return conditional
     videos, labels = sample_per_class(
         model,
         num_per_class=args.num_per_class,

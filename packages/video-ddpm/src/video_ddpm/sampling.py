@@ -14,6 +14,11 @@ Both share one signature (as k-diffusion's samplers do), so a caller picks one b
   `x_{t'} = sqrt(ᾱ_{t'}) x_0 + sqrt(1 - ᾱ_{t'} - σ_t²) ε + σ_t z` with
   `σ_t = η sqrt((1 - ᾱ_{t'}) / (1 - ᾱ_t)) sqrt(1 - ᾱ_t / ᾱ_{t'})`; η = 0 is deterministic given
   the generator, η = 1 with steps = T is the ancestral step.
+
+With `condition` (known frames or pixels, super-resolution) or `window` (temporal windows of
+`window` frames sharing `overlap`, averaged at every step) both run the same steps through
+`video_ddpm.conditional_sampling` (not under `inference_mode`: reconstruction guidance needs a
+gradient).
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from mp_layers.conditioning import Condition
 from mp_layers.typecheck import typechecked
 from video_ddpm.checks import check_choice, check_steps
+from video_ddpm.conditional_sampling import sample_conditioned
 from video_ddpm.conditioning import Cond
 from video_ddpm.tensor_utils import randn, randn_like, timesteps_like, unnormalize_to_zero_to_one
 
@@ -95,6 +102,9 @@ class Sampler(Protocol):
         eta: float = 0.0,
         clip_denoised: bool = True,
         generator: torch.Generator | None = None,
+        condition: Condition | None = None,
+        window: int | None = None,
+        overlap: int | None = None,
     ) -> Tensor: ...
 
 
@@ -151,11 +161,21 @@ def sample_ddpm(
     eta: float = 0.0,
     clip_denoised: bool = True,
     generator: torch.Generator | None = None,
+    condition: Condition | None = None,
+    window: int | None = None,
+    overlap: int | None = None,
 ) -> Tensor:
     """Ancestral sampling over all T steps from pure noise of `shape` `(b, c, f, h, w)`; returns
     [0, 1] videos. `steps` (None or T) and `eta` (0) are there for the shared signature."""
     _check_ddpm_options(steps, eta, diffusion.num_timesteps)
     embedded = diffusion.embed_cond(cond, diffusion.betas.device, batch=shape[0])
+    if condition is not None or window is not None:
+        times = [(t, t - 1) for t in reversed(range(diffusion.num_timesteps))]
+        return sample_conditioned(
+            diffusion, shape, times, ancestral=True, cond=embedded, cond_scale=cond_scale,
+            eta=0.0, clip_denoised=clip_denoised, generator=generator, condition=condition,
+            window=window, overlap=overlap,
+        )  # fmt: skip
     with torch.inference_mode():
         x = _initial_noise(diffusion, shape, generator)
         for i in reversed(range(diffusion.num_timesteps)):
@@ -174,6 +194,9 @@ def sample_ddim(
     eta: float = 0.0,
     clip_denoised: bool = True,
     generator: torch.Generator | None = None,
+    condition: Condition | None = None,
+    window: int | None = None,
+    overlap: int | None = None,
 ) -> Tensor:
     """DDIM sampling in `steps` (1 … T, default T) steps from pure noise of `shape`
     `(b, c, f, h, w)`, with stochasticity `eta` >= 0; returns [0, 1] videos."""
@@ -181,6 +204,12 @@ def sample_ddim(
     if eta < 0:
         raise ValueError(f"eta: expected a float >= 0, got {eta}")
     embedded = diffusion.embed_cond(cond, diffusion.betas.device, batch=shape[0])
+    if condition is not None or window is not None:
+        return sample_conditioned(
+            diffusion, shape, ddim_time_pairs(diffusion.num_timesteps, steps), ancestral=False,
+            cond=embedded, cond_scale=cond_scale, eta=eta, clip_denoised=clip_denoised,
+            generator=generator, condition=condition, window=window, overlap=overlap,
+        )  # fmt: skip
     with torch.inference_mode():
         x = _initial_noise(diffusion, shape, generator)
         for t, t_next in ddim_time_pairs(diffusion.num_timesteps, steps):

@@ -60,11 +60,15 @@ def _decoding(path: Path | str, decode: Callable[[], _T]) -> _T:
         raise ValueError(f"cannot decode video {path}: {type(exc).__name__}: {exc}") from exc
 
 
+def _read_image(file: Path) -> np.ndarray:
+    with Image.open(file) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 def _read_frames_folder(folder: Path, limit: int | None) -> np.ndarray:
     arrays = []
     for file in _frame_files(folder)[:limit]:
-        with Image.open(file) as image:
-            arrays.append(np.asarray(image.convert("RGB")))
+        arrays.append(_read_image(file))
     if len({a.shape for a in arrays}) > 1:
         raise ValueError(f"cannot read video {folder}: frames differ in size")
     return np.stack(arrays)
@@ -146,7 +150,8 @@ def read_video(
 ) -> torch.Tensor:
     """Read a video as a float32 RGB tensor `(3, F, H, W)` with values in [0, 1].
 
-    `path` is a `.gif`, `.mp4`, `.webm` or `.avi` file, or a folder of `.png`/`.jpg` frames taken
+    `path` is a `.gif`, `.mp4`, `.webm` or `.avi` file, a `.png`/`.jpg` image (one frame), or a
+    folder of `.png`/`.jpg` frames taken
     in natural order of their names (`f2.png` before `f10.png`). `num_frames` keeps only the first
     `num_frames` frames (decoding stops there); a shorter clip is returned whole, with fewer frames,
     so callers decide how to pad. `image_size` resizes the shorter side to `image_size`
@@ -155,10 +160,12 @@ def read_video(
     Raises `FileNotFoundError` for a missing path and `ValueError` naming the file (the decoder's
     exception chained as the cause) for a file that cannot be decoded or an unknown suffix.
     """
-    file = _check_path(path, VIDEO_SUFFIXES)
+    file = _check_path(path, VIDEO_SUFFIXES + FRAME_SUFFIXES)
     limit = None if num_frames is None else check_int("num_frames", num_frames)
     if file.is_dir():
         frames = _read_frames_folder(file, limit)
+    elif file.suffix.lower() in FRAME_SUFFIXES:  # one image: a one-frame video
+        frames = _decoding(file, lambda: _read_image(file)[None])
     else:
         frames = _decoding(file, lambda: _read_container(file, limit))
     video = rearrange(torch.from_numpy(frames), "f h w c -> c f h w").float().div_(255.0)
