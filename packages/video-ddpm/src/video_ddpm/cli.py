@@ -192,7 +192,9 @@ def _sample_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0)
     add("--no-ema", action="store_true", help="raw weights instead of the EMA weights")
     add("--fps", type=int, default=8)
-    return parser
+    from mp_layers.video.conditional_cli import add_conditioning_arguments
+
+    return add_conditioning_arguments(parser)
 
 
 def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -213,6 +215,11 @@ def sample(argv: Sequence[str] | None = None) -> dict[str, Any]:
         fps=args.fps,
     )
     out = Path(args.out)
+    from video_ddpm.demo.conditional import conditional_sheet
+
+    conditional = conditional_sheet(model, config, out, sampling, args)
+    if conditional is not None:
+        return {**conditional, "checkpoint": str(checkpoint)}
     report, _ = evaluate(model, config, out, sampling)
     return report_sampling(out, checkpoint, report)
 
