@@ -34,11 +34,15 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("inputs")
     clip = folder / "clip.mp4"
-    write_indexed_video(clip, 3, width=37, height=29, fps=Fraction(30000, 1001), keyframe_interval=2)
+    write_indexed_video(
+        clip, 3, width=37, height=29, fps=Fraction(30000, 1001), keyframe_interval=2
+    )
     image = folder / "first.png"
     from PIL import Image
 
-    Image.fromarray((np.random.default_rng(0).random((11, 13, 3)) * 255).astype("uint8")).save(image)
+    Image.fromarray((np.random.default_rng(0).random((11, 13, 3)) * 255).astype("uint8")).save(
+        image
+    )
     return {"clip": clip, "image": image}
 
 
@@ -89,8 +93,10 @@ def test_extend_interpolate_first_frame_long_and_upsample(
         (["--init-video", "CLIP", "--extend", "2", "--overlap", "1"], "expected more than"),
         (["--init-video", "CLIP", "--extend", "6", "--interpolate", "2"], "expected one of"),
         (["--init-video", "CLIP"], "--init-video: expected --extend N or --interpolate K"),
-        (["--init-video", "CLIP", "--interpolate", "2", "--reconstruction-weight", "-1"],
-         "--reconstruction-weight: expected a number >= 0"),
+        (
+            ["--init-video", "CLIP", "--interpolate", "2", "--reconstruction-weight", "-1"],
+            "--reconstruction-weight: expected a number >= 0",
+        ),
         (["--upsample-from", "CLIP", "--upsample-factor", "3"], "--upsample-factor: expected"),
         (["--first-frame", "NOWHERE.png"], "NOWHERE.png"),
         (["--init-video", "CLIP", "--extend", "9", "--overlap", "2"], "overlap: expected fewer"),
