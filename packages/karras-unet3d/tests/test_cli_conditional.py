@@ -1,5 +1,5 @@
 """`karras-unet3d sample` with conditioning flags, on a tiny MovingShapes run and real encoded
-files (an h264 mp4 of odd size at 29.97 fps, a PNG image)."""
+files (an h264 mp4 of 38x26 at 29.97 fps, a PNG image)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("inputs")
     clip = folder / "clip.mp4"
     write_indexed_video(
-        clip, 3, width=37, height=29, fps=Fraction(30000, 1001), keyframe_interval=2
+        clip, 3, width=38, height=26, fps=Fraction(30000, 1001), keyframe_interval=2
     )
     image = folder / "first.png"
     from PIL import Image

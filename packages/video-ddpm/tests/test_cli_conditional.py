@@ -1,5 +1,5 @@
 """`video-ddpm sample` with the conditioning flags (shared with karras-unet3d), on a tiny
-class-conditional MovingShapes run and a real h264 file (odd size, 25 fps)."""
+class-conditional MovingShapes run and a real h264 file (34x22, 25 fps)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_extend_long_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
     run = tmp_path / "run"
     train([*TINY_RUN, "--out", str(run), "--cond", "class"])
     clip = tmp_path / "clip.mp4"
-    write_indexed_video(clip, 3, width=33, height=27, fps=25, keyframe_interval=2)
+    write_indexed_video(clip, 3, width=34, height=22, fps=25, keyframe_interval=2)
     common = ["--checkpoint", str(run), "--sample-steps", "2", "--num-per-row", "1"]
     out = tmp_path / "extended.gif"
     summary = sample([*common, "--out", str(out), "--init-video", str(clip), "--extend", "5",
