@@ -118,6 +118,19 @@ def test_resume(tiny_tokenizer: Path, tiny_bert_dir: Path, tmp_path: Path) -> No
     assert summary["step"] == 3
 
 
+def test_tokenizer_may_be_a_train_tokenizer_run_folder(
+    tiny_tokenizer: Path, tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    tokenizer_run = tmp_path / "tokenizer-run"  # what `phenaki train-tokenizer --out` writes
+    shutil.copytree(tiny_tokenizer, tokenizer_run / "tokenizer")
+    out = tmp_path / "run"
+    assert train([*run_args(tokenizer_run, tiny_bert_dir, out), "--steps=1"])["step"] == 1
+    model = Phenaki.from_pretrained(out / "phenaki", text_encoder=lambda t, d: None)
+    assert model.tokenizer_folder == (tokenizer_run / "tokenizer").resolve()
+
+
 def test_tokenized_clips_keep_captions_and_labels(tiny_tokenizer: Path) -> None:
     from mp_layers.video import MovingShapes
 

@@ -36,7 +36,7 @@ def _train_parser() -> argparse.ArgumentParser:
     )
     add_train_arguments(parser)
     add = parser.add_argument
-    add("--tokenizer", help="a CViViT folder; default: train one first")
+    add("--tokenizer", help="a CViViT folder or a train-tokenizer run; default: train one first")
     add("--tokenizer-max-time", type=float, help="budget of that tokenizer run")
     add("--image-size", type=int, help="frame size (when training the tokenizer)")
     add("--frames", type=int, help="frames per clip")

@@ -172,12 +172,16 @@ def prompt_indices(prompts: Sequence[str]) -> tuple[list[int] | None, list[int] 
 
 
 def prepare_tokenizer(config: PhenakiTrainConfig) -> tuple[Path, dict[str, Any] | None]:
-    """The tokenizer's folder: `config.tokenizer`, or `OUT/tokenizer-run/tokenizer`, trained
+    """The tokenizer's folder: `config.tokenizer` (a `CViViT.save_pretrained` folder, or a
+    `phenaki train-tokenizer` run folder holding one in `tokenizer/`), or
+    `OUT/tokenizer-run/tokenizer`, trained
     first on the run's data (with `tokenizer_max_time`, resuming an interrupted run) when it
     is not there yet.
     Returns the folder and that tokenizer run's summary (None when none ran)."""
     run = Path(config.out) / "tokenizer-run"
     folder = Path(config.tokenizer) if config.tokenizer else run / "tokenizer"
+    if config.tokenizer is not None and (folder / "tokenizer" / "config.json").is_file():
+        folder = folder / "tokenizer"  # a `phenaki train-tokenizer` run folder
     if config.tokenizer is not None or folder.is_dir():
         return folder, None
     data_flags = {f.name: getattr(config, f.name) for f in fields(DataFlags)}
