@@ -127,6 +127,13 @@ def _train_parser() -> argparse.ArgumentParser:
         help="synthetic data: condition on the colour (4 classes) or colour and shape (12)",
     )
     add("--num-classes", type=int, default=None, help="default: 4 or 12 for synthetic data")
+    add(
+        "--cond-frames",
+        default="none",
+        choices=("none", "first"),
+        help="first: train image to video (the first frame as extra, zero-initialised input)",
+    )
+    add("--init-from", default=None, help="start from a run or checkpoint's weights (EMA)")
     add("--label-dropout", type=float, default=0.1, help="trains the unconditional CFG branch")
     add(
         "--sigma-data",
@@ -211,6 +218,7 @@ def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
         "num_videos": args.num_videos,
         "seed": args.seed,
         "classes": classes,
+        "init_from": args.init_from,
         "net": {
             "image_size": args.image_size,
             "frames": args.frames,
@@ -226,6 +234,7 @@ def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
             "dropout": args.dropout,
             "factorize_space_time_attn": args.factorize_space_time_attn,
             "gradient_checkpointing": args.gradient_checkpointing,
+            "frame_condition": args.cond_frames == "first",
         },
         "diffusion": {
             "sigma_data": args.sigma_data,

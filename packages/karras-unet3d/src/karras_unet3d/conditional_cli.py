@@ -43,17 +43,22 @@ def sample_conditional_sheet(
     else:
         labels = torch.arange(classes, device=device).repeat_interleave(per_class)
         batch = len(labels)
-    videos, known = sample_conditional(
-        model,
-        request,
-        args,
-        batch_size=batch,
-        frames=args.frames or model.net.frames,
-        class_labels=labels,
-        num_steps=args.steps,
-        guidance=default_guidance(classes is not None, args.guidance),
-        generator=torch.Generator(device=device).manual_seed(args.seed),
-    )
+    sample_kwargs: dict[str, Any] = {
+        "class_labels": labels,
+        "num_steps": args.steps,
+        "guidance": default_guidance(classes is not None, args.guidance),
+        "generator": torch.Generator(device=device).manual_seed(args.seed),
+    }
+    frames = args.frames or model.net.frames
+    if request.mode == "first_frame" and model.net.frame_condition:  # its own image to video
+        assert request.video is not None
+        videos = model.sample_long(batch, frames, overlap=args.overlap,
+                                   first_frame=request.video, **sample_kwargs)  # fmt: skip
+        known = [i == 0 for i in range(frames)]
+    else:
+        videos, known = sample_conditional(
+            model, request, args, batch_size=batch, frames=frames, **sample_kwargs
+        )
     out = Path(args.out)
     write_sample_sheet(mark_known_frames(videos.cpu(), known), out, fps=args.fps, nrow=per_class)
     given = sum(known)

@@ -130,8 +130,10 @@ def _precondition(
     labels: Tensor | None,
     self_cond: Tensor | None,
     sigma_data: float,
+    frame_cond: Tensor | None = None,
 ) -> Tensor:
-    """`D(x; σ) = c_skip x + c_out F(c_in x; ln(σ)/4)`; `x (b, c, f, h, w)`, `σ (b,)`."""
+    """`D(x; σ) = c_skip x + c_out F(c_in x; ln(σ)/4)`; `x (b, c, f, h, w)`, `σ (b,)`; known
+    frames `frame_cond` (frame-conditioned networks) go in as they are, not scaled by c_in."""
     s = sigma.to(torch.float32).reshape(-1, 1, 1, 1, 1)
     c_skip = sigma_data**2 / (s**2 + sigma_data**2)
     c_out = s * sigma_data / (s**2 + sigma_data**2).sqrt()
@@ -139,8 +141,20 @@ def _precondition(
     c_noise = sigma.to(torch.float32).log() / 4
     if self_cond is not None:
         self_cond = self_cond / sigma_data  # the previous estimate, at unit magnitude
-    out = net(c_in * x, c_noise, self_cond=self_cond, class_labels=labels)
+    extra = {} if frame_cond is None else {"frame_cond": frame_cond}
+    out = net(c_in * x, c_noise, self_cond=self_cond, class_labels=labels, **extra)
     return c_skip * x + c_out * out.to(torch.float32)
+
+
+def first_frame_condition(frame: Tensor, num_frames: int) -> Tensor:
+    """A frame-conditioned network's `frame_cond (b, c + 1, num_frames, h, w)` for known first
+    frames `frame (b, c, 1, h, w)` in [-1, 1]: the frame at position 0, zeros after it, and a
+    mask channel that is 1 on frame 0."""
+    batch, channels, _, height, width = frame.shape
+    cond = frame.new_zeros(batch, channels + 1, num_frames, height, width)
+    cond[:, :channels, :1] = frame
+    cond[:, channels, 0] = 1.0
+    return cond
 
 
 class EDM2Diffusion(nn.Module, HubModel, ConditionalSampling):
@@ -170,6 +184,8 @@ class EDM2Diffusion(nn.Module, HubModel, ConditionalSampling):
         P_std: float = 1.0,
         logvar_channels: int = 128,
         label_dropout: float = 0.1,
+        frame_cond_dropout: float = 0.1,
+        frame_cond_noise: float = 0.1,
     ) -> None:
         super().__init__()
         self.net = net
@@ -180,6 +196,10 @@ class EDM2Diffusion(nn.Module, HubModel, ConditionalSampling):
         self.P_std = check_float("P_std", P_std, low=0.0)
         self.logvar_channels = check_int("logvar_channels", logvar_channels, minimum=2)
         self.label_dropout = check_float("label_dropout", label_dropout, low=0.0, high=1.0)
+        self.frame_cond_dropout = check_float(
+            "frame_cond_dropout", frame_cond_dropout, low=0.0, high=1.0
+        )
+        self.frame_cond_noise = check_float("frame_cond_noise", frame_cond_noise, low=0.0)
         self.logvar_fourier = MPFourierEmbedding(logvar_channels)
         self.logvar_linear = MPLinear(logvar_channels, 1)
 
@@ -192,6 +212,8 @@ class EDM2Diffusion(nn.Module, HubModel, ConditionalSampling):
             "P_std": self.P_std,
             "logvar_channels": self.logvar_channels,
             "label_dropout": self.label_dropout,
+            "frame_cond_dropout": self.frame_cond_dropout,
+            "frame_cond_noise": self.frame_cond_noise,
         }
 
     def _labels(self, class_labels: Tensor | None, batch: int) -> Tensor | None:
@@ -232,6 +254,18 @@ class EDM2Diffusion(nn.Module, HubModel, ConditionalSampling):
             self.net, x.to(torch.float32), sigma, labels, self_cond, self.sigma_data
         )
 
+    def _training_frame_cond(self, y: Tensor) -> Tensor | None:
+        """The first frame as known, with noise of a random level up to `frame_cond_noise`
+        (so sampling tolerates a given frame that is not a training frame), dropped for a
+        `frame_cond_dropout` share of the batch (which keeps unconditional sampling working)."""
+        if not self.net.frame_condition:
+            return None
+        batch = y.shape[0]
+        level = torch.rand(batch, 1, 1, 1, 1, device=y.device) * self.frame_cond_noise
+        first = y[:, :, :1] + torch.randn_like(y[:, :, :1]) * level
+        keep = torch.rand(batch, device=y.device) >= self.frame_cond_dropout
+        return first_frame_condition(first, y.shape[2]) * keep.view(-1, 1, 1, 1, 1).to(y.dtype)
+
     @typechecked
     def forward(self, videos: Tensor, class_labels: Tensor | None = None) -> Tensor:
         """Training loss (a scalar) for `videos (b, c, f, h, w)` in [0, 1] (EDM2 eq. 20 + uncertainty)."""
@@ -256,17 +290,46 @@ class EDM2Diffusion(nn.Module, HubModel, ConditionalSampling):
         y = videos.to(torch.float32) * 2 - 1
         sigma = (torch.randn(batch, device=y.device) * self.P_std + self.P_mean).exp()
         noisy = y + torch.randn_like(y) * sigma.reshape(-1, 1, 1, 1, 1)
+        frame_cond = self._training_frame_cond(y)
         self_cond = None
         if self.net.self_condition and bool(torch.rand(()) < 0.5):
             with torch.no_grad():
-                self_cond = _precondition(self.net, noisy, sigma, labels, None, self.sigma_data)
-        denoised = _precondition(self.net, noisy, sigma, labels, self_cond, self.sigma_data)
+                self_cond = _precondition(
+                    self.net, noisy, sigma, labels, None, self.sigma_data, frame_cond
+                )
+        denoised = _precondition(
+            self.net, noisy, sigma, labels, self_cond, self.sigma_data, frame_cond
+        )
 
         weight = (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
         logvar = self.logvar(sigma)
         per_item = ((denoised - y) ** 2).flatten(1).mean(1)
         loss = weight / logvar.exp() * per_item + logvar
         return loss.mean()
+
+    def _sampling_frame_cond(
+        self, first_frame: Tensor | None, shape: tuple[int, ...], device: torch.device
+    ) -> Tensor | None:
+        """`frame_cond` of the samples for a given first frame in [0, 1] (None: none given)."""
+        if first_frame is None:
+            return None
+        if not self.net.frame_condition:
+            raise ValueError(
+                "first_frame: this network has no frame conditioning (train it with "
+                "--cond-frames first); any network takes condition=known_frames(frame, [0], n)"
+            )
+        batch, channels, _, height, width = shape
+        if (
+            first_frame.ndim != 5
+            or tuple(first_frame.shape[1:]) != (channels, 1, height, width)
+            or (first_frame.shape[0] not in (1, batch))
+        ):
+            raise ValueError(
+                f"first_frame: expected (1 or {batch}, {channels}, 1, {height}, {width}) in [0, 1],"
+                f" got {tuple(first_frame.shape)}"
+            )
+        frame = first_frame.to(device=device, dtype=torch.float32).expand(batch, -1, -1, -1, -1)
+        return first_frame_condition(frame * 2 - 1, shape[2])
 
     @property
     def _window_frames(self) -> int:
@@ -314,6 +377,7 @@ class EDM2Diffusion(nn.Module, HubModel, ConditionalSampling):
         condition: Condition | None = None,
         window: int | None = None,
         overlap: int | None = None,
+        first_frame: Tensor | None = None,
     ) -> Tensor:
         """Sample `(batch_size, channels, frames, image_size, image_size)` videos in [0, 1].
 
@@ -330,7 +394,9 @@ class EDM2Diffusion(nn.Module, HubModel, ConditionalSampling):
         low-resolution video to match (super-resolution); together with any guidance above.
         `window`: denoise `window` frames at a time, windows sharing `overlap` frames (default
         `window // 2`) averaged at every step (MultiDiffusion), for clips longer than the
-        network was trained on.
+        network was trained on. `first_frame` `(b or 1, channels, 1, h, w)` in [0, 1]: image to
+        video through the network's own frame conditioning (`frame_condition=True`, trained
+        with it; nothing is pasted back).
         """
         batch_size = check_int("batch_size", batch_size)
         guidance = check_float("guidance", guidance)
@@ -350,6 +416,7 @@ class EDM2Diffusion(nn.Module, HubModel, ConditionalSampling):
         )
         shape = (batch_size, net.channels, frames, image_size, image_size)
         noise = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+        known = self._sampling_frame_cond(first_frame, shape, device)
 
         modes = [(module, module.training) for module in (net, guide) if module is not None]
         for module, _ in modes:
@@ -361,8 +428,9 @@ class EDM2Diffusion(nn.Module, HubModel, ConditionalSampling):
                 s = torch.full((batch_size,), sigma, device=device)
                 prev = state["self_cond"] if net.self_condition else None
                 prev = None if prev is None else prev[:, :, frames]
+                fc = None if known is None else known[:, :, frames]
                 if guidance == 1.0:
-                    out = _precondition(net, x, s, labels, prev, self.sigma_data)
+                    out = _precondition(net, x, s, labels, prev, self.sigma_data, fc)
                 elif guide is None:  # classifier-free guidance: conditional + zero labels, batched
                     assert labels is not None
                     both = _precondition(
@@ -372,11 +440,12 @@ class EDM2Diffusion(nn.Module, HubModel, ConditionalSampling):
                         torch.cat((labels, torch.zeros_like(labels))),
                         None if prev is None else torch.cat((prev, prev)),
                         self.sigma_data,
+                        None if fc is None else torch.cat((fc, fc)),
                     )
                     cond, uncond = both.chunk(2)
                     out = uncond.lerp(cond, guidance)
                 else:  # autoguidance by a weaker network
-                    main = _precondition(net, x, s, labels, prev, self.sigma_data)
+                    main = _precondition(net, x, s, labels, prev, self.sigma_data, fc)
                     guide_labels = labels if guide.needs_class_labels else None
                     guide_prev = prev if guide.self_condition else None
                     weak = _precondition(guide, x, s, guide_labels, guide_prev, self.sigma_data)

@@ -4,6 +4,7 @@ adapted to video `(b, c, t, h, w)`.
 Layout, with `D = num_downsamples` and level channels `c_k = min(dim * 2**k, dim_max)`:
 
     input   MPConv3d(channels [+ channels if self-conditioning] + ones -> dim, 3x3x3)
+            [+ gain (0 at init) * MPConv3d(channels + mask -> dim) of known frames]
     level k       encoder: [down-sampling block (k > 0)], n_k blocks
     middle        two blocks at level D (after the encoder's level D)
     level k       decoder: n_k + 1 blocks (from D down to 0), each taking the next skip through
@@ -97,6 +98,9 @@ class KarrasUnet3D(nn.Module, HubModel):
         channels_last: run every feature map in `torch.channels_last_3d` (the input is converted
             once, the output is returned contiguous): oneDNN's convolutions, their weight
             gradients above all, are faster so on CPU. Same function either way.
+        frame_condition: accept known frames and their mask (`frame_cond`, image to video),
+            through their own input convolution added to the input features by a gain that
+            starts at 0: the network's output is unchanged until it is trained with them.
 
     Shapes: `forward(x (b, channels, f, h, w), time (b,), self_cond (b, channels, f, h, w) | None,
     class_labels (b,) int | (b, num_classes) float | None) -> (b, channels, f, h, w)`, for every
@@ -128,6 +132,7 @@ class KarrasUnet3D(nn.Module, HubModel):
         factorize_space_time_attn: bool = False,
         gradient_checkpointing: bool = False,
         channels_last: bool = True,
+        frame_condition: bool = False,
     ) -> None:
         super().__init__()
         self.image_size = check_int("image_size", image_size)
@@ -160,6 +165,7 @@ class KarrasUnet3D(nn.Module, HubModel):
         check_float("resnet_mp_add_t", resnet_mp_add_t, low=0.0, high=1.0)
         check_float("dropout", dropout, low=0.0, high=1.0)
         self.self_condition = self_condition
+        self.frame_condition = frame_condition
         self.factorize_space_time_attn = factorize_space_time_attn
         self.gradient_checkpointing = gradient_checkpointing
         self.channels_last = channels_last
@@ -188,7 +194,7 @@ class KarrasUnet3D(nn.Module, HubModel):
             "dropout": dropout, "self_condition": self_condition,
             "factorize_space_time_attn": factorize_space_time_attn,
             "gradient_checkpointing": gradient_checkpointing,
-            "channels_last": channels_last,
+            "channels_last": channels_last, "frame_condition": frame_condition,
         }  # fmt: skip
 
         # embedding of the noise level (and class)
@@ -217,6 +223,9 @@ class KarrasUnet3D(nn.Module, HubModel):
 
         dim_in = channels * (2 if self_condition else 1)
         self.input_conv = MPConv3d(dim_in, dim, 3, concat_ones_to_input=True)
+        if frame_condition:  # known frames + their mask, added through a gain that starts at 0
+            self.frame_cond_conv = MPConv3d(channels + 1, dim, 3)
+            self.frame_cond_gain = Gain()
         self.encoder = nn.ModuleList()
         skip_chans = [dim]
         for level in range(depth + 1):
@@ -385,6 +394,20 @@ class KarrasUnet3D(nn.Module, HubModel):
             )
         return x, time, labels, self_cond
 
+    def _check_frame_cond(self, x: Tensor, frame_cond: Tensor | None) -> None:
+        if not self.frame_condition:
+            if frame_cond is not None:
+                raise ValueError(
+                    "frame_cond: this model was built with frame_condition=False, got a tensor"
+                )
+            return
+        expected = (x.shape[0], self.channels + 1, *x.shape[2:])
+        if frame_cond is not None and tuple(frame_cond.shape) != expected:
+            raise ValueError(
+                f"frame_cond: expected the known frames and their mask {expected} (channels + 1),"
+                f" got {tuple(frame_cond.shape)}"
+            )
+
     def _run(self, block: nn.Module, x: Tensor, emb: Tensor) -> Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             out: Tensor = checkpoint(block, x, emb, use_reentrant=False)
@@ -399,15 +422,19 @@ class KarrasUnet3D(nn.Module, HubModel):
         time: Tensor | float,
         self_cond: Tensor | None = None,
         class_labels: Tensor | None = None,
+        frame_cond: Tensor | None = None,
     ) -> Tensor:
         """Denoiser network output for `x (b, channels, f, h, w)` at noise conditioning `time (b,)`.
 
         `time` is the noise conditioning, a float per item (EDM2: `c_noise = ln(sigma) / 4`).
         `self_cond` (self-conditioning models only) is the previous estimate, zeros when None.
         `class_labels` are `(b,)` integers or `(b, num_classes)` float vectors.
+        `frame_cond` (`frame_condition` models only) `(b, channels + 1, f, h, w)`: known frames
+        (zeros elsewhere) and a mask channel (1 on known frames); None: nothing known.
         Returns `(b, channels, f, h, w)`.
         """
         x, time, labels, self_cond = self._check_inputs(x, time, self_cond, class_labels)
+        self._check_frame_cond(x, frame_cond)
 
         emb = self.time_linear(self.time_fourier(time))
         if self.class_linear is not None:
@@ -422,6 +449,11 @@ class KarrasUnet3D(nn.Module, HubModel):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         x = self.input_conv(x)
+        if self.frame_condition and frame_cond is not None:
+            cond = frame_cond.to(x.dtype)
+            if self.channels_last:
+                cond = cond.contiguous(memory_format=torch.channels_last_3d)
+            x = x + self.frame_cond_gain(self.frame_cond_conv(cond))
         skips = [x]
         for block in self.encoder:
             x = self._run(block, x, emb)

@@ -206,9 +206,22 @@ def synthesize_ema(run: str | Path, sigma_rel: float, out: str | Path) -> Path:
 
 
 @typechecked
+def init_from(model: EDM2Diffusion, source: str) -> None:
+    """Load the EMA weights of a run folder or checkpoint into `model` (`--init-from`); layers
+    the source lacks (a frame-conditioning input added to a trained model) keep their initial
+    values, whose zero gain leaves the model's output as it was."""
+    from mp_layers.training import load_model_weights, resolve_checkpoint
+
+    load_model_weights(
+        model, resolve_checkpoint(source), ema=True, allow_missing=("net.frame_cond_",)
+    )
+
+
+@typechecked
 def train_job(settings: dict[str, Any], trainer_config: Any) -> Any:
     """The `TrainJob` of a run: its data (`make_dataset(settings["data"], ...)`), a fresh model
-    (`settings["net"]`, `settings["diffusion"]`; `sigma_data="auto"` measures the data's RMS),
+    (`settings["net"]`, `settings["diffusion"]`; `sigma_data="auto"` measures the data's RMS;
+    `settings["init_from"]`: a run or checkpoint to start from),
     the EDM2 loss on the class labels `settings["classes"]` asks for, Adam with EDM2's
     learning-rate schedule (`settings["optimizer"]`), and the run config `sample` rebuilds the
     model from. `trainer_config`: the run's `TrainerConfig`."""
@@ -228,10 +241,16 @@ def train_job(settings: dict[str, Any], trainer_config: Any) -> Any:
     torch.manual_seed(settings["seed"])
     net = KarrasUnet3D(**settings["net"])
     diffusion = dict(settings["diffusion"])
+    if diffusion["sigma_data"] == "auto" and settings.get("init_from"):  # the source's own
+        diffusion["sigma_data"] = find_run_config(settings["init_from"])[1]["diffusion"][
+            "sigma_data"
+        ]
     if diffusion["sigma_data"] == "auto":
         diffusion["sigma_data"] = data_rms(dataset)
     diffusion["sigma_data"] = round(diffusion["sigma_data"], 4)
     model = EDM2Diffusion(net, **diffusion)
+    if settings.get("init_from"):
+        init_from(model, settings["init_from"])
     num_classes = net.num_classes
     held_out, extra = None, {}
     if not synthetic:  # the user's videos: train on a part, report on the rest

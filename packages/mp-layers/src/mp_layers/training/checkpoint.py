@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import pickle
-import random
 import re
 import shutil
 import uuid
@@ -30,6 +29,8 @@ from typing import Any
 
 import torch
 
+from mp_layers.training.rng import capture_rng_state as capture_rng_state
+from mp_layers.training.rng import restore_rng_state as restore_rng_state
 from mp_layers.typecheck import typechecked
 
 STATE_FILE = "state.json"
@@ -420,45 +421,14 @@ def load_safetensors_into(
     return module
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """This process's Python, NumPy, torch and CUDA RNG states as tensors and plain containers,
-    so they reload with `weights_only=True` (NumPy's key array becomes a tensor)."""
-    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    try:
-        import numpy as np
-    except ImportError:  # NumPy is optional for training
-        pass
-    else:
-        # The legacy global NumPy RNG is what user code and augmentation libraries draw from.
-        kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # noqa: NPY002
-        keys_tensor = torch.from_numpy(np.asarray(keys).astype(np.int64))
-        state["numpy"] = [kind, keys_tensor, pos, has_gauss, gauss]
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of `capture_rng_state`."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    torch.set_rng_state(state["torch"])
-    if "numpy" in state:
-        import numpy as np
-
-        kind, keys, pos, has_gauss, gauss_value = state["numpy"]
-        keys_array = keys.numpy().astype(np.uint32)
-        np.random.set_state((kind, keys_array, pos, has_gauss, gauss_value))  # noqa: NPY002
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 @typechecked
 def load_model_weights(
-    model: torch.nn.Module, checkpoint: str | os.PathLike[str], *, ema: bool = True
-) -> torch.nn.Module:
+    model: torch.nn.Module, checkpoint: str | os.PathLike[str], *, ema: bool = True,
+    allow_missing: tuple[str, ...] = (),
+) -> torch.nn.Module:  # fmt: skip
     """Load a checkpoint's EMA weights (`ema=True`, falling back to the raw weights when the run
-    had no EMA) or raw weights into a bare `model`, e.g. for sampling. Returns `model`.
+    had no EMA) or raw weights into a bare `model`, e.g. for sampling. Returns `model`. Layers
+    named by the prefixes `allow_missing` may be absent (added since; they keep their values).
 
     When `checkpoint` has a `state.json` recording digests, the file read is verified first.
     `CheckpointError` (naming the file) when it is missing, damaged or does not match `model`."""
@@ -487,6 +457,7 @@ def load_model_weights(
         raise CheckpointError(
             folder, file.name, f"weights do not match the model ({reason})"
         ) from None
+    missing = [k for k in missing if not (allow_missing and k.startswith(allow_missing))]
     if unexpected or any(k not in _tied_names(model) for k in missing):
         raise CheckpointError(folder, file.name, _mismatch(missing, unexpected))
     return model
