@@ -112,6 +112,11 @@ def test_missing_config_file(tmp_path: Path) -> None:
         parse_train_args(["--config", str(tmp_path / "absent.toml")])
 
 
+def test_max_time_zero_means_no_limit() -> None:
+    assert trainer_config_from_args(parse_train_args(["--max-time", "0"])).max_time_s is None
+    assert trainer_config_from_args(parse_train_args(["--max-time", "60"])).max_time_s == 60.0
+
+
 def test_trainer_config_from_args() -> None:
     args = parse_train_args(["--steps", "9", "--out", "x", "--grad-accum-steps", "2"])
     config = trainer_config_from_args(args, ema_beta=None)

@@ -73,7 +73,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--grad-accum-steps", type=int, default=1, help="micro-batches per optimizer step")
     add("--save-every", type=int, default=1000, help="steps between checkpoints")
     add("--sample-every", type=int, default=1000, help="steps between sample sheets (0: never)")
-    add("--max-time", type=float, default=None, help="stop (with a checkpoint) after SECONDS")
+    add(
+        "--max-time",
+        type=float,
+        default=None,
+        help="stop (with a checkpoint) after SECONDS; 0: no time limit",
+    )
     add(
         "--distributed",
         default="ddp",
@@ -244,7 +249,7 @@ def trainer_config_from_args(args: argparse.Namespace, **overrides: Any) -> Trai
         "grad_accum_steps": args.grad_accum_steps,
         "save_every": args.save_every,
         "sample_every": args.sample_every,
-        "max_time_s": args.max_time,
+        "max_time_s": args.max_time if args.max_time else None,  # 0: no limit
         "distributed": args.distributed,
         "compile": args.compile,
         "report_to": getattr(args, "report_to", "none"),
