@@ -205,9 +205,14 @@ def test_windows_average_overlapping_estimates() -> None:
     def denoise(v: torch.Tensor, sigma: float, frames: slice) -> torch.Tensor:
         return torch.full_like(v, float(frames.start))  # each window says where it starts
 
-    out = WindowedDenoiser(denoise, 4, 2)(torch.zeros(1, 1, 8, 1, 1), 1.0)
+    uniform = WindowedDenoiser(denoise, 4, 2, weights="uniform")(torch.zeros(1, 1, 8, 1, 1), 1.0)
     # windows (0, 4), (2, 6), (4, 8): frames 2-3 average 0 and 2, frames 4-5 average 2 and 4
-    assert out[0, 0, :, 0, 0].tolist() == [0, 0, 1, 1, 3, 3, 4, 4]
+    assert uniform[0, 0, :, 0, 0].tolist() == [0, 0, 1, 1, 3, 3, 4, 4]
+    # triangle weights 1, 2, 2, 1: frame 2 is the third of window 0 (weight 2) and the first of
+    # window 2 (weight 1): (2 * 0 + 1 * 2) / 3; frame 3: (1 * 0 + 2 * 2) / 3
+    triangle = WindowedDenoiser(denoise, 4, 2)(torch.zeros(1, 1, 8, 1, 1), 1.0)
+    expected = [0, 0, 2 / 3, 4 / 3, 2 + 2 / 3, 2 + 4 / 3, 4, 4]
+    assert triangle[0, 0, :, 0, 0].tolist() == pytest.approx(expected)
 
 
 # ----------------------------------------------------------------------------------- inputs

@@ -4,6 +4,7 @@ and reconstruction guidance) and temporal windows (`WindowedDenoiser`, MultiDiff
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -98,14 +99,27 @@ class WindowedDenoiser:
     """A denoiser of `window` frames applied to any number of frames (MultiDiffusion): every
     window of `temporal_windows(f, window, overlap)` is denoised by `denoise(x_window, sigma,
     frames)` (`frames`: the window's `slice`, for per-frame state such as self-conditioning) and
-    each frame's estimate is the mean over the windows holding it. With one window it is the
-    plain call."""
+    each frame's estimate is the weighted mean over the windows holding it. With one window it
+    is the plain call.
+
+    `weights`: "uniform" (MultiDiffusion's plain mean), or "triangle" (the default): frame i of
+    a window of F weighs `min(i + 1, F - i)`, so a window's first and last frames, whose
+    neighbours it does not see, count least and estimates hand over gradually from one window
+    to the next instead of jumping where a window starts or ends."""
 
     @typechecked
     def __init__(
-        self, denoise: Callable[[Tensor, float, slice], Tensor], window: int, overlap: int
+        self,
+        denoise: Callable[[Tensor, float, slice], Tensor],
+        window: int,
+        overlap: int,
+        *,
+        weights: Literal["uniform", "triangle"] = "triangle",
     ) -> None:
         self.denoise = denoise
+        if weights not in ("uniform", "triangle"):
+            raise ValueError(f"weights: expected 'uniform' or 'triangle', got {weights!r}")
+        self.weights = weights
         self.window = check_int("window", window)
         self.overlap = check_int("overlap", overlap, minimum=0)
         if self.overlap >= self.window:
@@ -119,10 +133,17 @@ class WindowedDenoiser:
             return self.denoise(x, sigma, slice(0, x.shape[2]))
         total = torch.zeros_like(x, dtype=torch.float32)
         count = torch.zeros(1, 1, x.shape[2], 1, 1, device=x.device, dtype=torch.float32)
+        size = windows[0][1] - windows[0][0]
+        position = torch.arange(size, device=x.device, dtype=torch.float32)
+        weight = torch.minimum(position + 1, size - position)
+        if self.weights == "uniform":
+            weight = torch.ones_like(weight)
+        weight = weight.view(1, 1, size, 1, 1)
         for start, end in windows:
             frames = slice(start, end)
-            total[:, :, frames] += self.denoise(x[:, :, frames], sigma, frames).to(torch.float32)
-            count[:, :, frames] += 1
+            estimate = self.denoise(x[:, :, frames], sigma, frames).to(torch.float32)
+            total[:, :, frames] += weight * estimate
+            count[:, :, frames] += weight
         return total / count
 
 
